@@ -1,0 +1,14 @@
+"""spacy_dekd: data-efficient knowledge distillation of transformer text
+classifiers (DeKD, Xu et al.) for spaCy.
+
+Importing the package registers the `transformer_textcat` factory, the
+`spacy-dekd.*` architectures, readers and scorers, and the `dekd_losses`,
+`dekd_selectors` and `dekd_trainers` registries with their functions. The
+same names are exposed as entry points, so `spacy.load` needs no import.
+"""
+from .about import __version__
+from .registry import registry
+from . import models, pipeline, corpus  # noqa: F401  (registers functions)
+from .pipeline import TransformerTextCategorizer
+
+__all__ = ["__version__", "registry", "TransformerTextCategorizer"]

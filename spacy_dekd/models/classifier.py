@@ -1,0 +1,333 @@
+"""The thinc model over a `TransformerClassifier`: docs in, logits out.
+
+The model is built lazily, like spacy-transformers: constructing it reads
+nothing, `initialize` loads the pretrained encoder named in the config, and
+`from_disk` / `from_bytes` rebuild it from the saved `config.json`, tokenizer
+and `model.safetensors` alone, so a saved pipeline needs neither the original
+directory nor a network, and loading unpickles nothing.
+"""
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import srsly
+import torch
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import Model, PyTorchShim, get_torch_default_device, torch2xp, xp2torch
+from thinc.types import Floats2d
+
+from .pytorch import (
+    ClassifierOutput,
+    TransformerClassifier,
+    check_layers,
+    keep_layers,
+    load_encoder,
+)
+from .types import TransformerClassifierT
+
+WEIGHTS_NAME = "model.safetensors"
+SETTINGS_NAME = "classifier.json"
+ENCODER_CONFIG_NAME = "config.json"
+
+if not Doc.has_extension("text_pair"):
+    # The second text of a sentence pair; stored in `doc.user_data`, so it
+    # survives DocBin(store_user_data=True).
+    Doc.set_extension("text_pair", default=None)
+
+
+@registry.architectures("spacy-dekd.TransformerClassifier.v1")
+def build_transformer_classifier_v1(
+    *,
+    name: str,
+    layers: Optional[List[int]] = None,
+    pooling: str = "first",
+    dropout: float = 0.1,
+    max_length: int = 128,
+    mixed_precision: bool = False,
+    mixed_precision_dtype: str = "bfloat16",
+    nO: Optional[int] = None,
+) -> TransformerClassifierT:
+    """A Hugging Face encoder with a linear head over its pooled last layer.
+
+    name (str): A local directory holding a Hugging Face encoder (config,
+        tokenizer, weights) or, where a hub is reachable, a hub id. Read at
+        `initialize` only.
+    layers (Optional[List[int]]): The encoder layers to keep (0-based,
+        ascending), e.g. [0, 5, 11] for a 3-layer model from a 12-layer one.
+        None keeps them all.
+    pooling (str): "first" (the [CLS] / <s> vector) or "mean".
+    dropout (float): Dropout before the head.
+    max_length (int): Inputs are truncated to this many word pieces.
+    mixed_precision (bool): Autocast on a GPU (ignored on the CPU).
+    mixed_precision_dtype (str): "bfloat16" or "float16".
+    nO (Optional[int]): The number of classes; set by the component.
+    RETURNS (Model[List[Doc], Floats2d]): The model, returning logits (N, C).
+    """
+    if layers is not None:
+        check_layers(layers, max(layers) + 1)
+    if mixed_precision_dtype not in ("bfloat16", "float16"):
+        raise ValueError(
+            f"mixed_precision_dtype must be 'bfloat16' or 'float16', got '{mixed_precision_dtype}'."
+        )
+    shim = TransformerClassifierShim(
+        None,
+        name=name,
+        layers=layers,
+        pooling=pooling,
+        dropout=dropout,
+        max_length=max_length,
+        mixed_precision=mixed_precision,
+        mixed_precision_dtype=mixed_precision_dtype,
+    )
+    return Model(
+        "transformer_classifier",
+        forward,
+        init=init,
+        shims=[shim],
+        dims={"nO": nO},
+    )
+
+
+def forward(
+    model: TransformerClassifierT, docs: List[Doc], is_train: bool
+) -> Tuple[Floats2d, Callable[[Floats2d], List[Doc]]]:
+    shim = get_shim(model)
+    output = shim.run(docs, is_train=is_train)
+    logits = output.logits
+    Y = torch2xp(logits.detach().float(), ops=model.ops)
+
+    def backprop(dY: Floats2d) -> List[Doc]:
+        d_logits = xp2torch(dY, device=logits.device).to(logits.dtype)
+        logits.backward(d_logits)
+        return []
+
+    return Y, backprop
+
+
+def init(
+    model: TransformerClassifierT, X: Optional[List[Doc]] = None, Y: Optional[Floats2d] = None
+) -> None:
+    if Y is not None and not model.has_dim("nO"):
+        model.set_dim("nO", Y.shape[1])
+    shim = get_shim(model)
+    if shim.module is None:
+        shim.load_pretrained(model.get_dim("nO"))
+
+
+def get_shim(model: TransformerClassifierT) -> "TransformerClassifierShim":
+    shim = model.shims[0]
+    if not isinstance(shim, TransformerClassifierShim):
+        raise TypeError(f"Expected a TransformerClassifierShim, got {type(shim).__name__}.")
+    return shim
+
+
+class TransformerClassifierShim(PyTorchShim):
+    """Holds the `TransformerClassifier`, its tokenizer and settings, and
+    saves them as files: `config.json` and the tokenizer's files (Hugging
+    Face format), `model.safetensors` (encoder and head) and
+    `classifier.json` (pooling, dropout, max_length, labels count).
+    """
+
+    def __init__(
+        self,
+        module: Optional[TransformerClassifier],
+        *,
+        name: str,
+        layers: Optional[Sequence[int]],
+        pooling: str,
+        dropout: float,
+        max_length: int,
+        mixed_precision: bool,
+        mixed_precision_dtype: str,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__(module, mixed_precision=mixed_precision)
+        self.name = name
+        self.layers = list(layers) if layers is not None else None
+        self.pooling = pooling
+        self.dropout = dropout
+        self.max_length = max_length
+        self.mixed_precision_dtype = mixed_precision_dtype
+        self.tokenizer = tokenizer
+
+    @property
+    def module(self) -> Optional[TransformerClassifier]:
+        return self._model
+
+    def set_module(self, module: TransformerClassifier, tokenizer: Any) -> None:
+        """Replace the module and tokenizer, e.g. by a student built from a
+        teacher's layers, and move it to this shim's device.
+        """
+        self._model = module.to(self.device)
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        if self._model is not None:
+            return next(self._model.parameters()).device
+        return get_torch_default_device()
+
+    def load_pretrained(self, n_labels: int) -> None:
+        from transformers import AutoTokenizer
+
+        path = Path(self.name)
+        if not path.is_dir() and _hub_unreachable():
+            raise ValueError(
+                f"Encoder '{self.name}' is not a directory and no model hub is "
+                "reachable. Fetch the encoders with `python scripts/fetch_assets.py` "
+                "(or `spacy project run assets`) and point `name` at a directory "
+                "under assets/."
+            )
+        try:
+            encoder = load_encoder(self.name)
+            tokenizer = AutoTokenizer.from_pretrained(str(self.name))
+        except OSError as err:
+            raise ValueError(
+                f"Cannot load encoder '{self.name}': {err}. Fetch the encoders with "
+                "`python scripts/fetch_assets.py` or point `name` at a Hugging Face "
+                "model directory."
+            ) from err
+        if self.layers is not None:
+            keep_layers(encoder, self.layers)
+        module = TransformerClassifier(
+            encoder, n_labels, pooling=self.pooling, dropout=self.dropout
+        )
+        self.set_module(module, tokenizer)
+
+    def tokenize(self, docs: Sequence[Doc]) -> Dict[str, torch.Tensor]:
+        """Word pieces of the docs (and of their `doc._.text_pair`), padded to
+        the longest member of the batch, truncated at `max_length`.
+        """
+        texts = [doc.text for doc in docs]
+        pairs = [doc._.text_pair for doc in docs]
+        if any(pair is not None for pair in pairs):
+            if not all(pair is not None for pair in pairs):
+                raise ValueError(
+                    "A batch mixes docs with and without `doc._.text_pair`: set it "
+                    "on every doc of a sentence-pair task."
+                )
+            batch = self.tokenizer(
+                texts,
+                pairs,
+                padding="longest",
+                truncation="longest_first",
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+        else:
+            batch = self.tokenizer(
+                texts,
+                padding="longest",
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        device = self.device
+        return {k: v.to(device) for k, v in batch.items() if k in keep}
+
+    def run(
+        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False
+    ) -> ClassifierOutput:
+        """One forward pass over the docs: logits and, when asked, every layer's
+        first-token state, with gradients when `is_train`.
+        """
+        if self._model is None:
+            raise ValueError(
+                "The transformer classifier is not initialized: call "
+                "nlp.initialize() or load a trained pipeline."
+            )
+        module = self._model
+        module.train(is_train)
+        batch = self.tokenize(docs)
+        grad = torch.enable_grad() if is_train else torch.inference_mode()
+        with grad, self.autocast():
+            output = module(**batch, output_hidden_states=output_hidden_states)
+        output.logits = output.logits.float()
+        return output
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self._mixed_precision and self.device.type == "cuda":
+            dtype = getattr(torch, self.mixed_precision_dtype)
+            return torch.autocast(device_type="cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    # Serialization: a folder of files, or msgpack of the same files.
+
+    def settings(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "layers": self.layers,
+            "pooling": self.pooling,
+            "dropout": self.dropout,
+            "max_length": self.max_length,
+            "n_labels": self._model.n_labels if self._model is not None else None,
+        }
+
+    def to_disk(self, path: Path) -> None:
+        if self._model is None:
+            raise ValueError("Cannot save an uninitialized transformer classifier.")
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        self._model.encoder.config.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        state = {k: v.detach().contiguous().cpu() for k, v in self._model.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME))
+        srsly.write_json(path / SETTINGS_NAME, self.settings())
+
+    def from_disk(self, path: Path) -> "TransformerClassifierShim":
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        for required in (ENCODER_CONFIG_NAME, WEIGHTS_NAME, SETTINGS_NAME):
+            if not (path / required).is_file():
+                raise ValueError(
+                    f"Cannot load the transformer classifier from '{path}': "
+                    f"'{required}' is missing. Is this a pipeline saved by spacy_dekd?"
+                )
+        try:
+            settings = srsly.read_json(path / SETTINGS_NAME)
+            config = AutoConfig.from_pretrained(str(path))
+            encoder = AutoModel.from_config(config)
+            module = TransformerClassifier(
+                encoder,
+                settings["n_labels"],
+                pooling=settings["pooling"],
+                dropout=settings["dropout"],
+            )
+            module.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ValueError(
+                f"Cannot load the transformer classifier from '{path}': {first_line}"
+            ) from err
+        self.name = settings["name"]
+        self.layers = settings["layers"]
+        self.pooling = settings["pooling"]
+        self.dropout = settings["dropout"]
+        self.max_length = settings["max_length"]
+        self.set_module(module, tokenizer)
+        return self
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(Path(tmp))
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes) -> "TransformerClassifierShim":
+        files = srsly.msgpack_loads(bytes_data)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            return self.from_disk(Path(tmp))
+
+
+def _hub_unreachable() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

@@ -1,0 +1,343 @@
+"""`transformer_textcat`: a text classifier over any Hugging Face encoder.
+
+It is spaCy's `textcat` / `textcat_multilabel` with the whole encoder
+fine-tuned: exclusive classes (softmax) or multilabel (sigmoid) by one
+setting, sentence pairs through `doc._.text_pair`, and weights saved as
+safetensors. The teacher, assistant and student of DeKD are all instances.
+"""
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy
+import srsly
+import torch
+from spacy import util
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer
+from thinc.types import Floats2d
+
+from ..models.classifier import TransformerClassifierShim, get_shim
+from ..models.pytorch import ClassifierOutput
+from .scorer import score_transformer_textcat
+
+DEFAULT_CONFIG_STR = """
+[model]
+@architectures = "spacy-dekd.TransformerClassifier.v1"
+name = "sentence-transformers/all-mpnet-base-v2"
+layers = null
+pooling = "first"
+dropout = 0.1
+max_length = 128
+mixed_precision = false
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
+
+
+@Language.factory(
+    "transformer_textcat",
+    assigns=["doc.cats"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "exclusive_classes": True,
+        "threshold": 0.5,
+        "scorer": {"@scorers": "spacy-dekd.textcat_scorer.v1"},
+    },
+    default_score_weights={"cats_accuracy": 1.0, "cats_score": 0.0},
+)
+def make_transformer_textcat(
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], Floats2d],
+    exclusive_classes: bool,
+    threshold: float,
+    scorer: Optional[Callable],
+) -> "TransformerTextCategorizer":
+    return TransformerTextCategorizer(
+        nlp.vocab,
+        model,
+        name,
+        exclusive_classes=exclusive_classes,
+        threshold=threshold,
+        scorer=scorer,
+    )
+
+
+class TransformerTextCategorizer(TrainablePipe):
+    """Text classification with a fine-tuned transformer encoder.
+
+    vocab (Vocab): The shared vocabulary.
+    model (Model[List[Doc], Floats2d]): Returns logits (N, C), e.g.
+        `spacy-dekd.TransformerClassifier.v1`.
+    name (str): The component instance name.
+    exclusive_classes (bool): Exactly one class per doc (softmax,
+        cross-entropy) when True; independent classes (sigmoid, binary
+        cross-entropy) when False.
+    threshold (float): Multilabel cut-off used by the scorer.
+    scorer (Optional[Callable]): The scoring method.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model[List[Doc], Floats2d],
+        name: str = "transformer_textcat",
+        *,
+        exclusive_classes: bool = True,
+        threshold: float = 0.5,
+        scorer: Optional[Callable] = score_transformer_textcat,
+    ) -> None:
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.cfg: Dict[str, Any] = {
+            "labels": [],
+            "exclusive_classes": exclusive_classes,
+            "threshold": threshold,
+        }
+        self.scorer = scorer
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """RETURNS (Tuple[str]): The labels, in the order of the logits."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    @property
+    def exclusive_classes(self) -> bool:
+        return bool(self.cfg["exclusive_classes"])
+
+    @property
+    def shim(self) -> TransformerClassifierShim:
+        return get_shim(self.model)
+
+    def forward(
+        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False
+    ) -> ClassifierOutput:
+        """Run the encoder once over the docs, in torch: logits (N, C) and,
+        when asked, the first-token state of every layer. The distillation
+        trainer uses this; spaCy's training loop goes through `update`.
+        """
+        return self.shim.run(docs, is_train=is_train, output_hidden_states=output_hidden_states)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax for exclusive classes, sigmoid for multilabel."""
+        return logits.softmax(-1) if self.exclusive_classes else logits.sigmoid()
+
+    def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        """Class probabilities for a batch of docs, without modifying them.
+
+        docs (Iterable[Doc]): The documents to predict.
+        RETURNS (Floats2d): The probabilities, (N, C).
+        """
+        docs = list(docs)
+        if not docs:
+            return self.model.ops.alloc2f(0, len(self.labels))
+        logits = self.model.predict(docs)
+        return self.model.ops.asarray(self._probabilities_xp(logits))
+
+    def _probabilities_xp(self, logits: Floats2d) -> Floats2d:
+        xp = self.model.ops.xp
+        if self.exclusive_classes:
+            return self.model.ops.softmax(logits, axis=-1)
+        return 1.0 / (1.0 + xp.exp(-logits))
+
+    def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
+        """Set `doc.cats` from the probabilities returned by `predict`."""
+        for i, doc in enumerate(docs):
+            for j, label in enumerate(self.labels):
+                doc.cats[label] = float(scores[i, j])
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Learn from a batch of examples: one forward and backward pass of
+        the whole encoder, and an optimizer step when `sgd` is given.
+
+        The dropout of the encoder and head are set by the model config;
+        `drop` is not used.
+        """
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "TransformerTextCategorizer.update")
+        self._validate_categories(examples)
+        logits, backprop = self.model.begin_update(docs_with_pairs(examples))
+        loss, d_logits = self.get_loss(examples, logits)
+        backprop(d_logits)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> Tuple[float, Floats2d]:
+        """Cross-entropy (exclusive) or binary cross-entropy (multilabel) of
+        the logits against the gold cats, averaged over docs, and its
+        gradient with respect to the logits.
+
+        scores (Floats2d): The logits, (N, C).
+        RETURNS (Tuple[float, Floats2d]): The loss and d_loss/d_logits.
+        """
+        examples = list(examples)
+        truths, not_missing = self._examples_to_truth(examples)
+        probs = self._probabilities_xp(scores)
+        xp = self.model.ops.xp
+        eps = 1e-7
+        n = max(len(examples), 1)
+        if self.exclusive_classes:
+            loss = -(truths * xp.log(probs + eps)).sum() / n
+        else:
+            bce = -(truths * xp.log(probs + eps) + (1 - truths) * xp.log(1 - probs + eps))
+            loss = (bce * not_missing).sum() / n
+        d_logits = (probs - truths) * not_missing / n
+        return float(loss), d_logits.astype("float32")
+
+    def _examples_to_truth(self, examples: List[Example]) -> Tuple[Floats2d, Floats2d]:
+        truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
+        not_missing = numpy.ones((len(examples), len(self.labels)), dtype="f")
+        for i, eg in enumerate(examples):
+            for j, label in enumerate(self.labels):
+                if label in eg.reference.cats:
+                    truths[i, j] = eg.reference.cats[label]
+                elif not self.exclusive_classes:
+                    not_missing[i, j] = 0.0
+        ops = self.model.ops
+        return ops.asarray(truths), ops.asarray(not_missing)
+
+    def add_label(self, label: str) -> int:
+        """Add a label before `initialize`. RETURNS (int): 0 if present, else 1."""
+        if not isinstance(label, str):
+            raise ValueError(f"Labels must be strings, got {label!r}.")
+        if label in self.labels:
+            return 0
+        if self.shim.module is not None:
+            raise ValueError(
+                f"Cannot add label '{label}' to '{self.name}': the classifier is "
+                "already initialized. Add all labels before nlp.initialize()."
+            )
+        self.cfg["labels"].append(label)
+        self.vocab.strings.add(label)
+        return 1
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Iterable[str]] = None,
+    ) -> None:
+        """Take the labels from the examples (or `labels`) and load the
+        pretrained encoder named in the model config.
+
+        get_examples (Callable[[], Iterable[Example]]): Training examples.
+        nlp (Language): The pipeline.
+        labels (Optional[Iterable[str]]): The labels, e.g. from `init labels`.
+        """
+        validate_get_examples(get_examples, "TransformerTextCategorizer.initialize")
+        if labels is None:
+            for example in get_examples():
+                for cat in example.reference.cats:
+                    self.add_label(cat)
+        else:
+            for label in labels:
+                self.add_label(label)
+        min_labels = 2 if self.exclusive_classes else 1
+        if len(self.labels) < min_labels:
+            raise ValueError(
+                f"'{self.name}' needs at least {min_labels} label(s) to initialize, "
+                f"found {list(self.labels)}: give the examples `doc.cats` or pass "
+                "labels in [initialize.components]."
+            )
+        self._validate_categories(list(islice(get_examples(), 100)))
+        self.model.set_dim("nO", len(self.labels))
+        self.model.initialize()
+
+    def _validate_categories(self, examples: Iterable[Example]) -> None:
+        known = set(self.labels)
+        for eg in examples:
+            unknown = set(eg.reference.cats) - known
+            if unknown:
+                raise ValueError(
+                    f"'{self.name}' does not know the label(s) {sorted(unknown)} found "
+                    f"in the data (it has {sorted(known)}): add them before "
+                    "initialize, or fix the data."
+                )
+            if self.exclusive_classes:
+                values = list(eg.reference.cats.values())
+                if values and values.count(1.0) != 1:
+                    raise ValueError(
+                        f"'{self.name}' has exclusive classes but a doc has cats "
+                        f"{eg.reference.cats}: exactly one must be 1.0, or set "
+                        "exclusive_classes = false for multilabel data."
+                    )
+
+    def to_disk(
+        self, path: Union[str, Path], *, exclude: Iterable[str] = util.SimpleFrozenList()
+    ) -> None:
+        """Save `cfg` and a `model/` folder: the encoder's `config.json` and
+        tokenizer (Hugging Face format), `model.safetensors`, `classifier.json`.
+        """
+        serialize = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "model": lambda p: self.shim.to_disk(p),
+        }
+        util.to_disk(path, serialize, exclude)
+
+    def from_disk(
+        self, path: Union[str, Path], *, exclude: Iterable[str] = util.SimpleFrozenList()
+    ) -> "TransformerTextCategorizer":
+        path = util.ensure_path(path)
+        for required in ("cfg", "model"):
+            if not (path / required).exists():
+                raise ValueError(
+                    f"Cannot load '{self.name}' from '{path}': '{required}' is missing. "
+                    "The pipeline directory is incomplete; train or package it again."
+                )
+        try:
+            cfg = srsly.read_json(path / "cfg")
+        except ValueError as err:
+            raise ValueError(f"Cannot load '{self.name}': '{path / 'cfg'}' is not valid JSON.") from err
+        self.shim.from_disk(path / "model")
+        self.cfg.update(cfg)
+        self.model.set_dim("nO", len(self.labels), force=True)
+        return self
+
+    def from_bytes(
+        self, bytes_data: bytes, *, exclude: Iterable[str] = util.SimpleFrozenList()
+    ) -> "TransformerTextCategorizer":
+        msg = srsly.msgpack_loads(bytes_data)
+        self.cfg.update(srsly.json_loads(msg["cfg"]))
+        self.shim.from_bytes(msg["model"])
+        self.model.set_dim("nO", len(self.labels), force=True)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = util.SimpleFrozenList()) -> bytes:
+        return srsly.msgpack_dumps(
+            {"cfg": srsly.json_dumps(self.cfg), "model": self.shim.to_bytes()}
+        )
+
+
+def docs_with_pairs(examples: Iterable[Example]) -> List[Doc]:
+    """The predicted docs of the examples, with the gold doc's
+    `doc._.text_pair` copied over where the reader did not set it (spaCy's
+    own corpus readers rebuild the predicted doc from the text alone).
+    """
+    docs = []
+    for eg in examples:
+        if eg.predicted._.text_pair is None and eg.reference._.text_pair is not None:
+            eg.predicted._.text_pair = eg.reference._.text_pair
+        docs.append(eg.predicted)
+    return docs
