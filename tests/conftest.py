@@ -80,7 +80,7 @@ def toy_rows(n: int, seed: int = 0) -> List[Dict]:
         word = rng.choice(POSITIVE if label else NEGATIVE)
         words = rng.sample(NEUTRAL, 4)
         words.insert(rng.randrange(len(words) + 1), word)
-        rows.append({"text": " ".join(words), "label": "pos" if label else "neg"})
+        rows.append({"text": " ".join(words), "label": "positive" if label else "negative"})
     return rows
 
 

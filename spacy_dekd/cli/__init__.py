@@ -1,0 +1,1 @@
+"""spaCy CLI commands added through the `spacy_cli` entry point."""

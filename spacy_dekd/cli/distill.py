@@ -1,0 +1,121 @@
+"""`spacy distill`: spaCy v4's command, on spaCy 3.8, running DeKD.
+
+    python -m spacy distill TEACHER STUDENT_CONFIG --output DIR
+        [--assistant PATH] [--gpu-id N] [--code PATH] [--resume]
+        [--distillation.max_epochs 3 ...]
+"""
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import typer
+from spacy import util
+from spacy.cli._util import (
+    Arg,
+    Opt,
+    app,
+    import_code,
+    parse_config_overrides,
+    setup_gpu,
+    show_validation_error,
+)
+from thinc.api import fix_random_seed
+from wasabi import msg
+
+from ..distill.trainer import DistillationError
+from ..registry import registry
+
+DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
+(or any objective of spacy_dekd's registries). The student config has a
+[distillation] block; model-best and model-last in the output folder are
+complete spaCy pipelines holding the student alone."""
+
+
+@app.command(
+    "distill",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=DISTILL_HELP,
+)
+def distill_cli(
+    # fmt: off
+    ctx: typer.Context,  # This is only used to read additional arguments
+    teacher_model: str = Arg(..., help="Teacher pipeline: a directory or an installed package"),
+    student_config_path: Path = Arg(..., help="Student config with a [distillation] block", exists=True, allow_dash=True),
+    output_path: Optional[Path] = Opt(None, "--output", "--output-path", "-o", help="Output directory for model-best, model-last, metrics.json"),
+    assistant_model: Optional[str] = Opt(None, "--assistant", "-a", help="Teacher-assistant pipeline"),
+    code_path: Optional[Path] = Opt(None, "--code", "-c", help="Path to Python file with additional code (registered functions) to be imported"),
+    verbose: bool = Opt(False, "--verbose", "-V", "-VV", help="Display more information for debugging purposes"),
+    use_gpu: int = Opt(-1, "--gpu-id", "-g", help="GPU ID or -1 for CPU"),
+    resume: bool = Opt(False, "--resume", help="Continue from the last checkpoint in the output directory"),
+    # fmt: on
+) -> None:
+    """Distil a teacher into a student. DOCS (spaCy v4): https://spacy.io/api/cli#distill"""
+    if verbose:
+        util.logger.setLevel(logging.DEBUG)
+    overrides = parse_config_overrides(ctx.args)
+    import_code(code_path)
+    setup_gpu(use_gpu)
+    try:
+        distill(
+            teacher_model,
+            student_config_path,
+            output_path,
+            assistant_path=assistant_model,
+            overrides=overrides,
+            resume=resume,
+        )
+    except DistillationError as err:
+        msg.fail(str(err), exits=1)
+
+
+def distill(
+    teacher_path: str,
+    student_config_path: Path,
+    output_path: Optional[Path] = None,
+    *,
+    assistant_path: Optional[str] = None,
+    overrides: Dict[str, Any] = util.SimpleFrozenDict(),
+    resume: bool = False,
+) -> Dict[str, Any]:
+    """Load the models, build the student from its config, run the trainer.
+    RETURNS (Dict[str, Any]): The run's metrics.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    teacher = _load(teacher_path, "teacher")
+    assistant = _load(assistant_path, "assistant") if assistant_path else None
+    with show_validation_error(student_config_path):
+        config = util.load_config(student_config_path, overrides=overrides, interpolate=False)
+    if "distillation" not in config:
+        raise DistillationError(f"'{student_config_path}' has no [distillation] block.")
+    if output_path is not None:
+        if output_path.exists() and not output_path.is_dir():
+            raise DistillationError(f"Output path '{output_path}' exists and is not a directory.")
+        output_path.mkdir(parents=True, exist_ok=True)
+        msg.info(f"Saving to output directory: {output_path}")
+    with show_validation_error(student_config_path, hint_fill=False):
+        nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+        T = registry.resolve(nlp.config.interpolate()["distillation"], validate=True)
+    if T["seed"] is not None:
+        fix_random_seed(T["seed"])
+    T.setdefault("dev_corpus", nlp.config["training"]["dev_corpus"])
+    T.setdefault("score_weights", nlp.config["training"]["score_weights"])
+    trainer_cls = T["trainer"]
+    trainer = trainer_cls(nlp, teacher, assistant, T, output_path=output_path, stdout=sys.stdout)
+    _, metrics = trainer(resume=resume)
+    if output_path is not None:
+        msg.good(f"Saved the student to {output_path / 'model-best'} and {output_path / 'model-last'}")
+    return metrics
+
+
+def _load(path: str, role: str) -> Any:
+    if not (Path(path).is_dir() or util.is_package(path)):
+        raise DistillationError(
+            f"The {role} pipeline '{path}' is neither a directory nor an installed "
+            f"package: train it first (spacy project run {role})."
+        )
+    try:
+        return util.load_model(path)
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot load the {role} pipeline '{path}': {str(err).splitlines()[0]}") from err

@@ -1,0 +1,213 @@
+"""Eq. 10: L = λ1·CE + λ2·L_TA + λ3·L_DA, and the per-batch plan of which
+rows the teacher and the assistant must see.
+
+The objective knows tensors, not spaCy: the trainer gives it the student's
+outputs, asks it for a `QueryPlan`, fetches exactly those teacher and
+assistant outputs, and hands them back.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..models.pytorch import ClassifierOutput
+from ..registry import registry
+from .losses import LayerAlignmentLoss, LossFn, TeacherAssistantLoss
+from .selectors import InstanceSelector
+
+
+@dataclass
+class QueryPlan:
+    """Row indices into the batch, each ascending.
+
+    selected: the rows the instance selector kept (Eq. 4).
+    teacher_rows / assistant_rows: the selected rows routed to each (Eq. 6).
+    teacher_query: the rows the teacher must see: the selected rows when
+        alignment is on (Eq. 8–9 need its hidden states), else teacher_rows.
+    """
+
+    selected: torch.Tensor
+    teacher_rows: torch.Tensor
+    assistant_rows: torch.Tensor
+    teacher_query: torch.Tensor
+
+    @property
+    def assistant_query(self) -> torch.Tensor:
+        return self.assistant_rows
+
+
+@dataclass
+class TeacherOutput:
+    """A frozen model's outputs for the rows of a query, in query order."""
+
+    logits: torch.Tensor  # (q, C)
+    hidden_states: Optional[List[torch.Tensor]] = None  # L x (q, d)
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    terms: Dict[str, float] = field(default_factory=dict)
+    teacher_layers: Optional[List[int]] = None
+
+
+class DeKDObjective:
+    """Eq. 10, with every part swappable.
+
+    selector (InstanceSelector): Which rows query the teacher (Eq. 4–5).
+    teacher_assistant (TeacherAssistantLoss): Eq. 7 and its router.
+    alignment (Optional[LayerAlignmentLoss]): Eq. 8–9; None switches it off.
+    cross_entropy (LossFn): Eq. 2.
+    ce_weight, ta_weight, alignment_weight (float): λ1, λ2, λ3.
+    """
+
+    def __init__(
+        self,
+        *,
+        selector: InstanceSelector,
+        teacher_assistant: TeacherAssistantLoss,
+        alignment: Optional[LayerAlignmentLoss],
+        cross_entropy: LossFn,
+        ce_weight: float,
+        ta_weight: float,
+        alignment_weight: float,
+    ) -> None:
+        self.selector = selector
+        self.teacher_assistant = teacher_assistant
+        self.alignment = alignment if alignment_weight > 0 else None
+        self.cross_entropy = cross_entropy
+        self.ce_weight = ce_weight
+        self.ta_weight = ta_weight
+        self.alignment_weight = alignment_weight
+        self.multilabel = False
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.alignment is not None
+
+    @property
+    def uses_assistant(self) -> bool:
+        """Whether the router can send rows to the assistant: probed with a
+        batch of two rows of different certainty.
+        """
+        probe = torch.tensor([[4.0, -4.0], [0.0, 0.0]])
+        _, assistant_rows = self.teacher_assistant.route(probe, multilabel=False)
+        return assistant_rows.numel() > 0
+
+    def initialize(
+        self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int
+    ) -> List[nn.Parameter]:
+        """Fix the class mode and build the alignment projections.
+        RETURNS (List[nn.Parameter]): Parameters to train with the student.
+        """
+        self.multilabel = multilabel
+        if self.alignment is None:
+            return []
+        return self.alignment.initialize(n_student_layers, student_width, teacher_width)
+
+    def projections(self) -> Optional[nn.Module]:
+        return None if self.alignment is None else self.alignment.projections
+
+    def plan(self, student_logits: torch.Tensor) -> QueryPlan:
+        """Select (Eq. 4–5) and route (Eq. 6) on the student's current,
+        detached predictions.
+        """
+        logits = student_logits.detach()
+        selected = self.selector(logits, multilabel=self.multilabel)  # (k,)
+        to_teacher, to_assistant = self.teacher_assistant.route(
+            logits[selected], multilabel=self.multilabel
+        )
+        teacher_rows = selected[to_teacher]
+        assistant_rows = selected[to_assistant]
+        teacher_query = selected if self.needs_hidden_states else teacher_rows
+        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query)
+
+    def __call__(
+        self,
+        student: ClassifierOutput,
+        gold: torch.Tensor,
+        plan: QueryPlan,
+        teacher: TeacherOutput,
+        assistant: Optional[TeacherOutput],
+        *,
+        gold_mask: Optional[torch.Tensor] = None,
+        teacher_head: Optional[nn.Module] = None,
+    ) -> LossTerms:
+        """The total loss and its terms for one batch.
+
+        student (ClassifierOutput): Logits (N, C) and, if alignment is on,
+            hidden states L_s x (N, d_s), with gradients.
+        gold (torch.Tensor): (N, C) gold targets.
+        plan (QueryPlan): From `plan`.
+        teacher (TeacherOutput): For `plan.teacher_query`, in that order.
+        assistant (Optional[TeacherOutput]): For `plan.assistant_query`.
+        """
+        logits = student.logits
+        ce = self.cross_entropy(logits, gold, multilabel=self.multilabel, mask=gold_mask)
+        t_pos = _positions(plan.teacher_query, plan.teacher_rows)
+        teacher_logits = teacher.logits[t_pos]
+        if assistant is None:
+            if plan.assistant_rows.numel() > 0:
+                raise ValueError("The router sent rows to the assistant, but there is none.")
+            assistant_logits = logits.new_zeros((0, logits.shape[1]))
+        else:
+            assistant_logits = assistant.logits
+        routed = torch.cat([plan.teacher_rows, plan.assistant_rows])
+        ta = self.teacher_assistant(
+            logits[routed], teacher_logits, assistant_logits, multilabel=self.multilabel
+        )
+        total = self.ce_weight * ce + self.ta_weight * ta
+        terms = {"ce": float(ce.detach()), "ta": float(ta.detach())}
+        layers = None
+        if self.alignment is not None:
+            if student.hidden_states is None or teacher.hidden_states is None:
+                raise ValueError("Layer alignment needs the hidden states of student and teacher.")
+            # Both in the order of plan.selected (== plan.teacher_query here).
+            layers = self.alignment.pick_layers(teacher.hidden_states, head=teacher_head)
+            student_hidden = [h[plan.selected] for h in student.hidden_states]
+            da = self.alignment(student_hidden, teacher.hidden_states, layers)
+            total = total + self.alignment_weight * da
+            terms["da"] = float(da.detach())
+        return LossTerms(total=total, terms=terms, teacher_layers=layers)
+
+
+def _positions(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Where each of `rows` sits in `query` (both ascending, rows ⊆ query)."""
+    return torch.searchsorted(query, rows)
+
+
+@registry.dekd_losses("spacy-dekd.DeKD.v1")
+def make_dekd_v1(
+    selector: InstanceSelector,
+    teacher_assistant: TeacherAssistantLoss,
+    cross_entropy: LossFn,
+    alignment: Optional[LayerAlignmentLoss] = None,
+    ce_weight: float = 0.5,
+    ta_weight: float = 0.3,
+    alignment_weight: float = 0.2,
+) -> DeKDObjective:
+    """Eq. 10: λ1·CE + λ2·L_TA + λ3·L_DA. Vanilla KD, BERT-PKD, TAKD and the
+    ablations are settings of this one objective (configs/).
+
+    selector (InstanceSelector): From `dekd_selectors`.
+    teacher_assistant (TeacherAssistantLoss): spacy-dekd.TeacherAssistantKL.v1.
+    cross_entropy (LossFn): spacy-dekd.CrossEntropy.v1.
+    alignment (Optional[LayerAlignmentLoss]): spacy-dekd.LayerAlignment.v1,
+        or null for none.
+    ce_weight (float): λ1.
+    ta_weight (float): λ2.
+    alignment_weight (float): λ3; 0 switches alignment off.
+    """
+    for name, value in (("ce_weight", ce_weight), ("ta_weight", ta_weight), ("alignment_weight", alignment_weight)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}.")
+    return DeKDObjective(
+        selector=selector,
+        teacher_assistant=teacher_assistant,
+        alignment=alignment,
+        cross_entropy=cross_entropy,
+        ce_weight=ce_weight,
+        ta_weight=ta_weight,
+        alignment_weight=alignment_weight,
+    )

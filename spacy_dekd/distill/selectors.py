@@ -1,0 +1,299 @@
+"""Which instances query the teacher (Eq. 4–5, 11–12), which of them learn
+from the assistant (Eq. 6), and which teacher layers the student aligns to
+(Eq. 8). Registered in `dekd_selectors`.
+
+All scores are computed on detached tensors: selection never carries a
+gradient. With multilabel logits, each label is a Bernoulli distribution
+[p, 1 - p]; scores are averaged over labels (DESIGN.md).
+"""
+import math
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..registry import registry
+
+
+@runtime_checkable
+class InstanceSelector(Protocol):
+    def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+        """(N, C) logits → ascending LongTensor of the selected row indices."""
+
+
+@runtime_checkable
+class Router(Protocol):
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(k, C) logits → (teacher_rows, assistant_rows), ascending indices."""
+
+
+@runtime_checkable
+class LayerSelector(Protocol):
+    def __call__(
+        self, teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+    ) -> List[int]:
+        """L tensors (k, d) → M ascending indices into that list."""
+
+
+# Scores: higher means "more informative" (DESIGN.md, Data selection).
+
+
+def _distribution(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """(N, C) logits → (N, C, K) probabilities: K = C classes, or K = 2
+    outcomes per label for multilabel.
+    """
+    logits = logits.detach().float()
+    if multilabel:
+        p = logits.sigmoid()
+        return torch.stack([p, 1 - p], dim=-1)  # (N, C, 2)
+    return logits.softmax(-1).unsqueeze(1)  # (N, 1, C)
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """H(p) = -Σ p log p over the last axis, with 0 log 0 = 0."""
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
+
+
+def entropy_score(logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+    """Eq. 4–5: U = H(p_s) / log |Y| (log 2 per label for multilabel). (N,)"""
+    probs = _distribution(logits, multilabel)
+    n_outcomes = probs.shape[-1]
+    if n_outcomes < 2:
+        return torch.zeros(logits.shape[0], device=logits.device)
+    return (entropy(probs) / math.log(n_outcomes)).mean(-1)
+
+
+def least_confidence_score(logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+    """Eq. 11: U = 1 - max_y p(y). (N,)"""
+    probs = _distribution(logits, multilabel)
+    return (1 - probs.max(-1).values).mean(-1)
+
+
+def margin_score(logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+    """Eq. 12 flipped: U = 1 - (p_(1) - p_(2)). The paper defines the margin
+    itself, but small margins are the uncertain ones, so the score is flipped
+    to keep "higher = select". (N,)
+    """
+    probs = _distribution(logits, multilabel)
+    if probs.shape[-1] < 2:
+        return torch.zeros(logits.shape[0], device=logits.device)
+    top2 = probs.topk(2, dim=-1).values
+    return (1 - (top2[..., 0] - top2[..., 1])).mean(-1)
+
+
+def n_selected(n: int, ratio: float) -> int:
+    """k = max(1, ceil(r · N)), for N > 0."""
+    return 0 if n == 0 else max(1, math.ceil(ratio * n - 1e-9))
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of the k highest scores, ties broken by position, in
+    ascending order.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[:k].sort().values
+
+
+def check_ratio(ratio: float) -> None:
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"The selection ratio must be in (0, 1], got {ratio}.")
+
+
+def _score_selector(score: Callable[..., torch.Tensor], ratio: float) -> InstanceSelector:
+    check_ratio(ratio)
+
+    def select(student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+        k = n_selected(student_logits.shape[0], ratio)
+        return top_k(score(student_logits, multilabel=multilabel), k)
+
+    return select
+
+
+@registry.dekd_selectors("spacy-dekd.EntropySelector.v1")
+def make_entropy_selector_v1(ratio: float = 0.5) -> InstanceSelector:
+    """DeKD's selector: the ceil(r·N) examples of highest scaled entropy.
+    ratio = 1.0 keeps all (the "w/o DS" ablation and vanilla KD).
+    """
+    return _score_selector(entropy_score, ratio)
+
+
+@registry.dekd_selectors("spacy-dekd.LeastConfidenceSelector.v1")
+def make_least_confidence_selector_v1(ratio: float = 0.5) -> InstanceSelector:
+    return _score_selector(least_confidence_score, ratio)
+
+
+@registry.dekd_selectors("spacy-dekd.MarginSelector.v1")
+def make_margin_selector_v1(ratio: float = 0.5) -> InstanceSelector:
+    return _score_selector(margin_score, ratio)
+
+
+@registry.dekd_selectors("spacy-dekd.RandomSelector.v1")
+def make_random_selector_v1(ratio: float = 0.5, seed: int = 0) -> InstanceSelector:
+    """k examples uniformly at random, from a generator seeded once."""
+    check_ratio(ratio)
+    generator = torch.Generator().manual_seed(seed)
+
+    def select(student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+        n = student_logits.shape[0]
+        k = n_selected(n, ratio)
+        rows = torch.randperm(n, generator=generator)[:k].sort().values
+        return rows.to(student_logits.device)
+
+    return select
+
+
+# Routers (Eq. 6–7)
+
+
+@registry.dekd_selectors("spacy-dekd.EntropySplitRouter.v1")
+def make_entropy_split_router_v1() -> Router:
+    """Sort by student entropy; the ceil(k/2) most certain rows learn from
+    the teacher, the rest from the assistant.
+    """
+
+    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        k = student_logits.shape[0]
+        scores = entropy_score(student_logits, multilabel=multilabel)
+        order = torch.sort(scores, stable=True).indices  # most certain first
+        n_teacher = math.ceil(k / 2)
+        return order[:n_teacher].sort().values, order[n_teacher:].sort().values
+
+    return route
+
+
+@registry.dekd_selectors("spacy-dekd.TeacherOnlyRouter.v1")
+def make_teacher_only_router_v1() -> Router:
+    """Every selected row learns from the teacher ("w/o TA", vanilla KD)."""
+
+    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
+        return rows, rows[:0]
+
+    return route
+
+
+@registry.dekd_selectors("spacy-dekd.AssistantOnlyRouter.v1")
+def make_assistant_only_router_v1() -> Router:
+    """Every selected row learns from the assistant (TAKD's second stage)."""
+
+    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
+        return rows[:0], rows
+
+    return route
+
+
+# Layer selectors (Eq. 8)
+
+LAYER_SCORES = ("hidden", "logits")
+
+
+def hidden_layer_scores(teacher_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The literal Eq. 8: R_l = mean_x H(softmax(h_l(x))) / log d. (L,)"""
+    scores = []
+    for h in teacher_hidden:
+        h = h.detach().float()  # (k, d)
+        scores.append((entropy(h.softmax(-1)) / math.log(h.shape[-1])).mean())
+    return torch.stack(scores)
+
+
+def logit_layer_scores(
+    teacher_hidden: Sequence[torch.Tensor], head: nn.Module, *, multilabel: bool = False
+) -> torch.Tensor:
+    """Eq. 8 read through the `log|Y|` divisor: the teacher's own head on each
+    layer's first-token state, R_l = mean_x H(softmax(head(h_l(x)))) / log C. (L,)
+    """
+    with torch.no_grad():
+        scores = [entropy_score(head(h.float()), multilabel=multilabel).mean() for h in teacher_hidden]
+    return torch.stack(scores)
+
+
+def pick_top_layers(scores: torch.Tensor, n_layers: int) -> List[int]:
+    """The M highest-scoring layers (ties by position), ascending."""
+    if not 1 <= n_layers <= scores.shape[0]:
+        raise ValueError(f"Cannot pick {n_layers} of {scores.shape[0]} teacher layers.")
+    return top_k(scores, n_layers).tolist()
+
+
+@registry.dekd_selectors("spacy-dekd.EntropyLayerSelector.v1")
+def make_entropy_layer_selector_v1(score: str = "logits", multilabel: bool = False) -> LayerSelector:
+    """DeKD's dynamic choice of the M most informative teacher layers,
+    recomputed every batch on the selected examples.
+
+    score (str): "hidden" (the literal Eq. 8, entropy of the softmax over the
+        hidden vector) or "logits" (entropy of the teacher head's prediction
+        from that layer). See DESIGN.md for why both exist.
+    multilabel (bool): For the "logits" score of a multilabel teacher.
+    """
+    if score not in LAYER_SCORES:
+        raise ValueError(f"score must be one of {LAYER_SCORES}, got '{score}'.")
+
+    def select(
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+    ) -> List[int]:
+        if score == "hidden":
+            scores = hidden_layer_scores(teacher_hidden)
+        else:
+            if head is None:
+                raise ValueError("The 'logits' layer score needs the teacher's head.")
+            scores = logit_layer_scores(teacher_hidden, head, multilabel=multilabel)
+        return pick_top_layers(scores, n_layers)
+
+    return select
+
+
+@registry.dekd_selectors("spacy-dekd.UniformLayerSelector.v1")
+def make_uniform_layer_selector_v1() -> LayerSelector:
+    """Teacher layers round(i·L/M), i = 1..M (BERT-PKD "skip")."""
+
+    def select(
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+    ) -> List[int]:
+        return uniform_layers(len(teacher_hidden), n_layers)
+
+    return select
+
+
+@registry.dekd_selectors("spacy-dekd.LastLayerSelector.v1")
+def make_last_layer_selector_v1() -> LayerSelector:
+    """The last M teacher layers (BERT-PKD "last")."""
+
+    def select(
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+    ) -> List[int]:
+        return last_layers(len(teacher_hidden), n_layers)
+
+    return select
+
+
+def uniform_layers(n_teacher: int, n_layers: int) -> List[int]:
+    """0-based indices of teacher layers round(i·L/M), i = 1..M."""
+    if not 1 <= n_layers <= n_teacher:
+        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    return [max(0, math.floor(i * n_teacher / n_layers + 0.5) - 1) for i in range(1, n_layers + 1)]
+
+
+def spread_layers(n_teacher: int, n_layers: int) -> List[int]:
+    """0-based indices spread evenly from the first layer to the last, e.g.
+    [0, 6, 11] of 12 (a student built from a teacher's layers).
+    """
+    if not 1 <= n_layers <= n_teacher:
+        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    if n_layers == 1:
+        return [n_teacher - 1]
+    step = (n_teacher - 1) / (n_layers - 1)
+    return [math.floor(i * step + 0.5) for i in range(n_layers)]
+
+
+def first_layers(n_teacher: int, n_layers: int) -> List[int]:
+    if not 1 <= n_layers <= n_teacher:
+        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    return list(range(n_layers))
+
+
+def last_layers(n_teacher: int, n_layers: int) -> List[int]:
+    if not 1 <= n_layers <= n_teacher:
+        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    return list(range(n_teacher - n_layers, n_teacher))
