@@ -7,7 +7,6 @@ and `model.safetensors` alone, so a saved pipeline needs neither the original
 directory nor a network, and loading unpickles nothing.
 """
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -281,6 +280,7 @@ class TransformerClassifierShim(PyTorchShim):
         srsly.write_json(path / SETTINGS_NAME, self.settings())
 
     def from_disk(self, path: Path) -> "TransformerClassifierShim":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -302,7 +302,7 @@ class TransformerClassifierShim(PyTorchShim):
             )
             module.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             raise ValueError(
                 f"Cannot load the transformer classifier from '{path}': {first_line}"

@@ -1,0 +1,215 @@
+"""Each loss term against a computation written out by hand."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from spacy_dekd.distill.losses import (
+    cross_entropy,
+    kl_divergence,
+    layer_alignment,
+    make_kl_divergence_v1,
+    teacher_assistant_kl,
+)
+from spacy_dekd.distill.objective import QueryPlan, TeacherOutput, make_dekd_v1
+from spacy_dekd.distill.losses import make_layer_alignment_v1, make_teacher_assistant_kl_v1
+from spacy_dekd.distill.selectors import (
+    make_entropy_selector_v1,
+    make_entropy_split_router_v1,
+    make_teacher_only_router_v1,
+    make_uniform_layer_selector_v1,
+)
+from spacy_dekd.models.pytorch import ClassifierOutput
+
+
+def softmax(row):
+    exps = [math.exp(x) for x in row]
+    return [e / sum(exps) for e in exps]
+
+
+def explicit_kl(student, teacher, tau):
+    """Σ_y p_t(y) log(p_t(y) / p_s(y)) at temperature τ, times τ², averaged."""
+    total = 0.0
+    for s_row, t_row in zip(student, teacher):
+        p_s = softmax([x / tau for x in s_row])
+        p_t = softmax([x / tau for x in t_row])
+        total += sum(t * math.log(t / s) for t, s in zip(p_t, p_s))
+    return total / len(student) * tau * tau
+
+
+STUDENT = [[1.0, -0.5, 0.2], [0.3, 0.3, 2.0]]
+TEACHER = [[2.0, -1.0, 0.0], [-1.0, 0.5, 1.5]]
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 5.0])
+def test_kl_matches_explicit_sum_with_tau_squared(tau):
+    got = kl_divergence(torch.tensor(STUDENT), torch.tensor(TEACHER), temperature=tau)
+    assert float(got) == pytest.approx(explicit_kl(STUDENT, TEACHER, tau), rel=1e-5)
+
+
+def test_kl_is_forward_kl_of_teacher_from_student():
+    # KL(p_t || p_s) is not symmetric: swapping the arguments changes it.
+    forward = kl_divergence(torch.tensor(STUDENT), torch.tensor(TEACHER), temperature=1.0)
+    reverse = explicit_kl(TEACHER, STUDENT, 1.0)
+    assert float(forward) != pytest.approx(reverse, rel=1e-3)
+
+
+def test_kl_without_tau_squared():
+    got = kl_divergence(torch.tensor(STUDENT), torch.tensor(TEACHER), temperature=4.0, scale_by_temperature=False)
+    assert float(got) == pytest.approx(explicit_kl(STUDENT, TEACHER, 4.0) / 16, rel=1e-5)
+
+
+def test_kl_of_nothing_is_zero_and_has_a_gradient():
+    student = torch.zeros((0, 3), requires_grad=True)
+    loss = kl_divergence(student, torch.zeros((0, 3)), temperature=5.0)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+
+
+def test_binary_kl_for_multilabel():
+    s, t, tau = [[0.5, -2.0]], [[1.5, 0.0]], 2.0
+    expected = 0.0
+    for zs, zt in zip(s[0], t[0]):
+        ps, pt = 1 / (1 + math.exp(-zs / tau)), 1 / (1 + math.exp(-zt / tau))
+        expected += pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
+    got = kl_divergence(torch.tensor(s), torch.tensor(t), temperature=tau, multilabel=True)
+    assert float(got) == pytest.approx(expected * tau * tau, rel=1e-5)
+
+
+def test_cross_entropy_against_hand_formula():
+    gold = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    expected = -(math.log(softmax(STUDENT[0])[1]) + math.log(softmax(STUDENT[1])[2])) / 2
+    assert float(cross_entropy(torch.tensor(STUDENT), gold)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_multilabel_cross_entropy_respects_mask():
+    logits = torch.tensor([[2.0, -1.0]])
+    gold = torch.tensor([[1.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0]])
+    expected = -math.log(1 / (1 + math.exp(-2.0)))
+    got = cross_entropy(logits, gold, multilabel=True, mask=mask)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_teacher_assistant_kl_sums_subset_means():
+    kl = make_kl_divergence_v1(temperature=2.0)
+    student = torch.tensor(STUDENT + [[0.0, 1.0, -1.0]])
+    teacher = torch.tensor(TEACHER[:1])
+    assistant = torch.tensor([TEACHER[1], [1.0, 1.0, 1.0]])
+    got = teacher_assistant_kl(student, teacher, assistant, kl)
+    expected = explicit_kl(STUDENT[:1], TEACHER[:1], 2.0) + explicit_kl(
+        [STUDENT[1], [0.0, 1.0, -1.0]], [TEACHER[1], [1.0, 1.0, 1.0]], 2.0
+    )
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_teacher_assistant_kl_with_empty_assistant_subset():
+    kl = make_kl_divergence_v1(temperature=1.0)
+    got = teacher_assistant_kl(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.zeros((0, 3)), kl)
+    assert float(got) == pytest.approx(explicit_kl(STUDENT, TEACHER, 1.0), rel=1e-5)
+
+
+def hand_alignment(student, teacher, reduction):
+    total = 0.0
+    for h_s_layer, h_t_layer in zip(student, teacher):
+        per_layer = 0.0
+        for h_s, h_t in zip(h_s_layer, h_t_layer):
+            ns = math.sqrt(sum(x * x for x in h_s))
+            nt = math.sqrt(sum(x * x for x in h_t))
+            sq = sum((a / ns - b / nt) ** 2 for a, b in zip(h_s, h_t))
+            per_layer += sq / (len(h_t) if reduction == "mean" else 1)
+        total += per_layer / len(h_s_layer)
+    return total
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_layer_alignment_matches_hand_formula(reduction):
+    student = [[[1.0, 2.0, 0.0], [0.5, -1.0, 1.0]], [[0.0, 1.0, 1.0], [2.0, 0.0, -1.0]]]
+    teacher = [[[2.0, 1.0, 0.0], [0.5, 1.0, 1.0]], [[1.0, 1.0, 1.0], [-2.0, 0.0, 1.0]]]
+    got = layer_alignment(
+        [torch.tensor(h) for h in student], [torch.tensor(h) for h in teacher], reduction=reduction
+    )
+    assert float(got) == pytest.approx(hand_alignment(student, teacher, reduction), rel=1e-5)
+
+
+def test_layer_alignment_with_projection():
+    torch.manual_seed(0)
+    proj = nn.Linear(2, 3)
+    student = [torch.tensor([[1.0, -1.0], [0.5, 2.0]])]
+    teacher = [torch.tensor([[2.0, 1.0, 0.0], [0.5, 1.0, 1.0]])]
+    projected = proj(student[0]).tolist()
+    got = layer_alignment(student, teacher, projections=[proj], reduction="sum")
+    expected = hand_alignment([projected], [teacher[0].tolist()], "sum")
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    got.backward()
+    assert proj.weight.grad is not None
+
+
+def test_layer_alignment_width_mismatch_without_projection_fails():
+    with pytest.raises(ValueError, match="projection"):
+        layer_alignment([torch.ones(2, 2)], [torch.ones(2, 3)])
+
+
+def test_dekd_equals_its_lambda_weighted_terms():
+    torch.manual_seed(0)
+    n, c, d, n_teacher_layers = 6, 3, 4, 4
+    kl = make_kl_divergence_v1(temperature=5.0)
+    alignment = make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction="sum")
+    objective = make_dekd_v1(
+        selector=make_entropy_selector_v1(ratio=0.5),
+        teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
+        cross_entropy=cross_entropy,
+        alignment=alignment,
+        ce_weight=0.5,
+        ta_weight=0.3,
+        alignment_weight=0.2,
+    )
+    objective.initialize(multilabel=False, n_student_layers=2, student_width=d, teacher_width=d)
+    logits = torch.randn(n, c, requires_grad=True)
+    student_hidden = [torch.randn(n, d, requires_grad=True) for _ in range(2)]
+    gold = torch.nn.functional.one_hot(torch.arange(n) % c, c).float()
+    plan = objective.plan(logits)
+    assert plan.selected.tolist() == sorted(plan.selected.tolist()) and len(plan.selected) == 3
+    assert torch.equal(plan.teacher_query, plan.selected)  # alignment needs all selected
+    teacher_all = torch.randn(n, c)
+    teacher_hidden_all = [torch.randn(n, d) for _ in range(n_teacher_layers)]
+    teacher = TeacherOutput(
+        logits=teacher_all[plan.teacher_query],
+        hidden_states=[h[plan.teacher_query] for h in teacher_hidden_all],
+    )
+    assistant_all = torch.randn(n, c)
+    assistant = TeacherOutput(logits=assistant_all[plan.assistant_query])
+    out = objective(ClassifierOutput(logits, student_hidden), gold, plan, teacher, assistant)
+
+    ce = cross_entropy(logits, gold)
+    ta = kl(logits[plan.teacher_rows], teacher_all[plan.teacher_rows]) + kl(
+        logits[plan.assistant_rows], assistant_all[plan.assistant_rows]
+    )
+    layers = [1, 3]  # uniform: round(i * 4 / 2) - 1
+    da = layer_alignment(
+        [h[plan.selected] for h in student_hidden],
+        [teacher_hidden_all[i][plan.selected] for i in layers],
+        reduction="sum",
+    )
+    assert out.teacher_layers == layers
+    assert float(out.total) == pytest.approx(float(0.5 * ce + 0.3 * ta + 0.2 * da), rel=1e-5)
+    assert out.terms["da"] == pytest.approx(float(da), rel=1e-5)
+
+
+def test_vanilla_kd_plan_queries_every_row_of_the_teacher_only():
+    kl = make_kl_divergence_v1(temperature=1.0)
+    objective = make_dekd_v1(
+        selector=make_entropy_selector_v1(ratio=1.0),
+        teacher_assistant=make_teacher_assistant_kl_v1(make_teacher_only_router_v1(), kl),
+        cross_entropy=cross_entropy,
+        alignment=None,
+        ce_weight=0.5,
+        ta_weight=0.5,
+        alignment_weight=0.0,
+    )
+    plan = objective.plan(torch.randn(5, 2))
+    assert plan.teacher_query.tolist() == [0, 1, 2, 3, 4]
+    assert plan.assistant_query.numel() == 0
+    assert not objective.uses_assistant and not objective.needs_hidden_states
+    assert isinstance(plan, QueryPlan)

@@ -1,0 +1,158 @@
+"""Selectors, routers and layer selectors pick the rows and layers they should."""
+import math
+
+import pytest
+import torch
+
+from spacy_dekd.distill.selectors import (
+    entropy_score,
+    hidden_layer_scores,
+    least_confidence_score,
+    make_assistant_only_router_v1,
+    make_entropy_layer_selector_v1,
+    make_entropy_selector_v1,
+    make_entropy_split_router_v1,
+    make_last_layer_selector_v1,
+    make_least_confidence_selector_v1,
+    make_margin_selector_v1,
+    make_random_selector_v1,
+    make_teacher_only_router_v1,
+    make_uniform_layer_selector_v1,
+    margin_score,
+    n_selected,
+    spread_layers,
+    uniform_layers,
+)
+
+
+def logits_for(probs):
+    return torch.tensor(probs).log()
+
+
+# Rows, by design: 0 certain, 1 uniform (most uncertain), 2 fairly certain,
+# 3 a near tie between two classes with a third one empty, 4 certain.
+PROBS = [
+    [0.98, 0.01, 0.01],
+    [1 / 3, 1 / 3, 1 / 3],
+    [0.80, 0.10, 0.10],
+    [0.50, 0.49, 0.01],
+    [0.01, 0.01, 0.98],
+]
+
+
+def test_scores_against_hand_values():
+    logits = logits_for(PROBS)
+    h = -sum(p * math.log(p) for p in PROBS[2]) / math.log(3)
+    assert float(entropy_score(logits)[2]) == pytest.approx(h, rel=1e-5)
+    assert float(entropy_score(logits)[1]) == pytest.approx(1.0, rel=1e-5)
+    assert float(least_confidence_score(logits)[3]) == pytest.approx(0.5, rel=1e-5)
+    assert float(margin_score(logits)[3]) == pytest.approx(1 - 0.01, rel=1e-4)
+
+
+def test_entropy_selector_picks_the_most_uncertain_rows():
+    select = make_entropy_selector_v1(ratio=0.4)  # ceil(0.4 * 5) = 2
+    assert select(logits_for(PROBS)).tolist() == [1, 3]
+
+
+def test_margin_picks_the_smallest_margins():
+    # Margins: 0.5, 0.01, 0.3.
+    select = make_margin_selector_v1(ratio=0.2)
+    probs = [[0.7, 0.2, 0.1], [0.45, 0.44, 0.11], [0.6, 0.3, 0.1]]
+    assert select(logits_for(probs)).tolist() == [1]
+    select = make_margin_selector_v1(ratio=0.6)
+    assert select(logits_for(probs)).tolist() == [1, 2]
+
+
+def test_least_confidence_picks_the_lowest_top_probability():
+    select = make_least_confidence_selector_v1(ratio=0.4)
+    assert select(logits_for(PROBS)).tolist() == [1, 3]
+
+
+def test_ties_break_by_position():
+    select = make_entropy_selector_v1(ratio=0.5)
+    assert select(torch.zeros(4, 2)).tolist() == [0, 1]
+
+
+def test_selection_size_is_ceil_and_at_least_one():
+    assert [n_selected(n, 0.5) for n in (1, 2, 3, 32, 33)] == [1, 1, 2, 16, 17]
+    assert n_selected(10, 0.01) == 1
+    assert n_selected(0, 0.5) == 0
+
+
+def test_random_selector_is_seeded():
+    a = make_random_selector_v1(ratio=0.5, seed=3)(torch.zeros(10, 2))
+    b = make_random_selector_v1(ratio=0.5, seed=3)(torch.zeros(10, 2))
+    assert a.tolist() == b.tolist() and len(a) == 5 and a.tolist() == sorted(a.tolist())
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize(
+    "make",
+    [make_entropy_selector_v1, make_least_confidence_selector_v1, make_margin_selector_v1, make_random_selector_v1],
+)
+def test_ratio_outside_unit_interval_is_refused(make, ratio):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        make(ratio=ratio)
+
+
+@pytest.mark.parametrize("k,n_teacher", [(1, 1), (2, 1), (5, 3), (6, 3)])
+def test_entropy_split_router_sizes(k, n_teacher):
+    torch.manual_seed(k)
+    teacher_rows, assistant_rows = make_entropy_split_router_v1()(torch.randn(k, 3))
+    assert len(teacher_rows) == n_teacher == math.ceil(k / 2)
+    assert len(assistant_rows) == k - n_teacher
+    assert sorted(teacher_rows.tolist() + assistant_rows.tolist()) == list(range(k))
+
+
+def test_entropy_split_router_sends_certain_rows_to_the_teacher():
+    teacher_rows, assistant_rows = make_entropy_split_router_v1()(logits_for(PROBS))
+    assert teacher_rows.tolist() == [0, 2, 4]
+    assert assistant_rows.tolist() == [1, 3]
+
+
+def test_teacher_and_assistant_only_routers():
+    logits = torch.randn(4, 2)
+    t, a = make_teacher_only_router_v1()(logits)
+    assert t.tolist() == [0, 1, 2, 3] and a.numel() == 0
+    t, a = make_assistant_only_router_v1()(logits)
+    assert t.numel() == 0 and a.tolist() == [0, 1, 2, 3]
+
+
+def test_multilabel_entropy_is_bernoulli_mean_over_labels():
+    logits = torch.tensor([[0.0, 100.0]])  # p = 0.5 (H = log 2) and p ≈ 1 (H ≈ 0)
+    assert float(entropy_score(logits, multilabel=True)[0]) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_hidden_layer_selector_finds_planted_flat_layers():
+    torch.manual_seed(0)
+    k, d = 8, 16
+    hidden = [torch.randn(k, d) * 5 for _ in range(6)]
+    hidden[1] = torch.zeros(k, d)  # softmax of a flat vector: entropy log d
+    hidden[4] = torch.full((k, d), 0.3)
+    select = make_entropy_layer_selector_v1(score="hidden")
+    assert select(hidden, 2) == [1, 4]
+    assert float(hidden_layer_scores(hidden)[1]) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_logit_layer_selector_uses_the_teacher_head():
+    head = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))
+        head.bias.zero_()
+    confident = torch.tensor([[9.0, 0, 0, 0]] * 3)
+    unsure = torch.tensor([[0.0, 1, 1, 1]] * 3)
+    hidden = [confident, unsure, confident, unsure]
+    select = make_entropy_layer_selector_v1(score="logits")
+    assert select(hidden, 2, head=head) == [1, 3]
+    with pytest.raises(ValueError, match="head"):
+        select(hidden, 2)
+
+
+def test_uniform_and_last_layer_selectors():
+    hidden = [torch.zeros(1, 2)] * 12
+    assert make_uniform_layer_selector_v1()(hidden, 3) == [3, 7, 11]
+    assert uniform_layers(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert make_last_layer_selector_v1()(hidden, 3) == [9, 10, 11]
+    assert spread_layers(12, 3) == [0, 6, 11]
+    with pytest.raises(ValueError):
+        uniform_layers(3, 4)

@@ -1,0 +1,197 @@
+"""The transformer_textcat component on tiny encoders built by the tests."""
+import random
+import shutil
+
+import pytest
+import spacy
+import torch
+from spacy.tokens import DocBin
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_dekd.corpus import DatasetCorpus, make_docs
+from spacy_dekd.models import get_shim
+from spacy_dekd.models.pytorch import layer_list
+
+from ..conftest import toy_rows, write_jsonl
+
+
+def make_nlp(encoder_dir, **cfg):
+    nlp = spacy.blank("en")
+    model = {"name": str(encoder_dir), **cfg.pop("model", {})}
+    nlp.add_pipe("transformer_textcat", name="textcat", config={"model": model, **cfg})
+    return nlp
+
+
+def train(nlp, examples, *, epochs=6, lr=1e-3, batch=16, seed=0):
+    random.seed(seed)
+    torch.manual_seed(seed)
+    optimizer = nlp.initialize(lambda: examples, sgd=Adam(lr))
+    examples = list(examples)
+    for _ in range(epochs):
+        random.shuffle(examples)
+        for i in range(0, len(examples), batch):
+            nlp.update(examples[i : i + batch], sgd=optimizer)
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def trained(bert_dir, toy_data):
+    nlp = make_nlp(bert_dir)
+    examples = list(DatasetCorpus(toy_data["train"])(nlp))
+    return train(nlp, examples)
+
+
+@pytest.mark.parametrize("encoder", ["bert_dir", "mpnet_dir"])
+def test_training_reaches_high_accuracy(encoder, request, toy_data):
+    nlp = make_nlp(request.getfixturevalue(encoder))
+    train(nlp, list(DatasetCorpus(toy_data["train"])(nlp)))
+    dev = list(DatasetCorpus(toy_data["dev"])(nlp))
+    scores = nlp.evaluate(dev)
+    assert scores["cats_accuracy"] >= 0.9
+    assert "cats_score" in scores and "cats_macro_auc" in scores
+
+
+def test_cats_are_set_like_spacy_textcat(trained):
+    doc = trained("the film was great")
+    assert set(doc.cats) == {"negative", "positive"}
+    assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-5)
+    assert doc.cats["positive"] > 0.5
+
+
+def test_to_disk_and_load_give_identical_cats(trained, tmp_path):
+    trained.to_disk(tmp_path / "pipe")
+    files = {p.name for p in (tmp_path / "pipe" / "textcat" / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "classifier.json", "tokenizer.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    loaded = spacy.load(tmp_path / "pipe")
+    texts = ["the film was great", "a dull plot", "this story is very awful"]
+    for a, b in zip(trained.pipe(texts), loaded.pipe(texts)):
+        assert a.cats == pytest.approx(b.cats, abs=1e-6)
+
+
+def test_bytes_round_trip(trained, bert_dir):
+    data = trained.to_bytes()
+    fresh = make_nlp(bert_dir)
+    fresh.from_bytes(data)
+    assert fresh.get_pipe("textcat").labels == trained.get_pipe("textcat").labels
+    assert fresh("a lovely movie").cats == pytest.approx(trained("a lovely movie").cats, abs=1e-6)
+
+
+def test_long_and_empty_docs(trained):
+    long_doc = trained("good film " * 10_000)  # 100,000 characters
+    assert len(long_doc.text) >= 100_000 and set(long_doc.cats) == {"negative", "positive"}
+    empty = trained("")
+    assert sum(empty.cats.values()) == pytest.approx(1.0, abs=1e-5)
+    docs = list(trained.pipe(["", "bad", "good " * 2000]))
+    assert all(len(doc.cats) == 2 for doc in docs)
+
+
+def test_sentence_pairs(bert_dir, tmp_path):
+    # The label is told by the second text alone: the model can only learn it
+    # if the pair reaches the encoder.
+    rows = []
+    rng = random.Random(0)
+    for i in range(120):
+        label = i % 2
+        noise = rng.choice(["good", "bad", "fun", "dull"])
+        word = rng.choice(["great", "lovely"] if label else ["awful", "poor"])
+        rows.append({"premise": f"the movie was {noise}", "hypothesis": f"the film is {word}", "label": label})
+    path = write_jsonl(rows, tmp_path / "pairs.jsonl")
+    nlp = make_nlp(bert_dir)
+    corpus = DatasetCorpus(path, text_field="premise", pair_field="hypothesis", labels=["no", "yes"])
+    examples = list(corpus(nlp))
+    assert examples[0].predicted._.text_pair == rows[0]["hypothesis"]
+    train(nlp, examples, epochs=8)
+    assert nlp.evaluate(examples)["cats_accuracy"] >= 0.9
+    # The pair survives DocBin and reaches the model.
+    db = DocBin(store_user_data=True, docs=[eg.reference for eg in examples[:4]])
+    docs = list(DocBin(store_user_data=True).from_bytes(db.to_bytes()).get_docs(nlp.vocab))
+    assert [d._.text_pair for d in docs] == [eg.reference._.text_pair for eg in examples[:4]]
+    shim = get_shim(nlp.get_pipe("textcat").model)
+    batch = shim.tokenize(make_docs(nlp, ["good"], ["bad"]))
+    sep = shim.tokenizer.sep_token_id
+    assert int((batch["input_ids"][0] == sep).sum()) == 2  # [CLS] good [SEP] bad [SEP]
+
+
+def test_multilabel(bert_dir, tmp_path):
+    rows = []
+    rng = random.Random(1)
+    for _ in range(160):
+        labels = [name for name in ("fun", "dull") if rng.random() < 0.5]
+        words = ["the", "movie"] + labels + ["was", "very"]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": labels})
+    path = write_jsonl(rows, tmp_path / "multi.jsonl")
+    nlp = make_nlp(bert_dir, exclusive_classes=False)
+    corpus = DatasetCorpus(path, label_field="labels", labels=["fun", "dull"], multilabel=True)
+    examples = list(corpus(nlp))
+    train(nlp, examples, epochs=12)
+    scores = nlp.evaluate(examples)
+    assert scores["cats_accuracy"] >= 0.9
+    doc = nlp("the movie was fun and dull")
+    assert doc.cats["fun"] > 0.5 and doc.cats["dull"] > 0.5  # independent sigmoids
+
+
+def test_layer_subsetting_keeps_the_teacher_weights(teacher_encoder_dir, toy_data):
+    full = make_nlp(teacher_encoder_dir)
+    small = make_nlp(teacher_encoder_dir, model={"layers": [0, 3]})
+    for nlp in (full, small):
+        nlp.initialize(lambda: list(DatasetCorpus(toy_data["train"], limit=4)(nlp)))
+    full_module = get_shim(full.get_pipe("textcat").model).module
+    small_module = get_shim(small.get_pipe("textcat").model).module
+    assert small_module.n_layers == 2 and len(layer_list(small_module.encoder)) == 2
+    for mine, theirs in zip(layer_list(small_module.encoder), [layer_list(full_module.encoder)[i] for i in (0, 3)]):
+        for (name, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items()):
+            assert torch.equal(a, b), name
+    out = small.get_pipe("textcat").forward(list(small.pipe(["good movie"])), is_train=False, output_hidden_states=True)
+    assert len(out.hidden_states) == 2 and out.hidden_states[0].shape == (1, 32)
+
+
+def test_forward_returns_logits_and_hidden_states_in_one_pass(trained):
+    pipe = trained.get_pipe("textcat")
+    module = pipe.shim.module
+    calls = []
+    handle = module.encoder.register_forward_hook(lambda *args: calls.append(1))
+    out = pipe.forward(make_docs(trained, ["good", "bad movie"]), is_train=False, output_hidden_states=True)
+    handle.remove()
+    assert len(calls) == 1
+    assert out.logits.shape == (2, 2)
+    assert len(out.hidden_states) == module.n_layers
+
+
+# Bad input
+
+
+def test_missing_encoder_names_the_assets_step(tmp_path):
+    nlp = make_nlp(tmp_path / "no-such-encoder")
+    examples = [Example.from_dict(nlp.make_doc("good"), {"cats": {"a": 1.0, "b": 0.0}})]
+    with pytest.raises(ValueError, match="fetch_assets"):
+        nlp.initialize(lambda: examples)
+
+
+def test_no_labels_at_initialize(bert_dir):
+    nlp = make_nlp(bert_dir)
+    examples = [Example.from_dict(nlp.make_doc("good"), {})]
+    with pytest.raises(ValueError, match="at least 2 label"):
+        nlp.initialize(lambda: examples)
+
+
+def test_unknown_label_in_data(trained):
+    eg = Example.from_dict(trained.make_doc("good"), {"cats": {"positive": 0.0, "negative": 0.0, "neutral": 1.0}})
+    with pytest.raises(ValueError, match="does not know the label"):
+        trained.update([eg])
+
+
+def test_corrupt_pipeline_directory(trained, tmp_path):
+    trained.to_disk(tmp_path / "pipe")
+    weights = tmp_path / "pipe" / "textcat" / "model" / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    before = sorted(p.name for p in (tmp_path / "pipe" / "textcat" / "model").iterdir())
+    with pytest.raises(ValueError, match="Cannot load the transformer classifier"):
+        spacy.load(tmp_path / "pipe")
+    assert sorted(p.name for p in (tmp_path / "pipe" / "textcat" / "model").iterdir()) == before
+    assert weights.read_bytes() == b"not a safetensors file"
+    shutil.rmtree(tmp_path / "pipe" / "textcat" / "model")
+    with pytest.raises(ValueError, match="incomplete"):
+        spacy.load(tmp_path / "pipe")

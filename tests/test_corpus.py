@@ -1,0 +1,85 @@
+"""Readers: local files of every format to Examples with cats."""
+import csv
+
+import pytest
+import spacy
+
+from spacy_dekd.corpus import DatasetCorpus, create_docbin_corpus_v1, write_docbin
+
+from .conftest import write_jsonl
+
+
+@pytest.fixture
+def nlp():
+    return spacy.blank("en")
+
+
+def test_jsonl_with_string_labels(nlp, tmp_path):
+    path = write_jsonl([{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}], tmp_path / "a.jsonl")
+    examples = list(DatasetCorpus(path)(nlp))
+    assert [eg.reference.cats for eg in examples] == [{"neg": 0.0, "pos": 1.0}, {"neg": 1.0, "pos": 0.0}]
+    assert examples[0].predicted.text == "good" and not examples[0].predicted.cats
+
+
+def test_int_labels_with_names_and_tsv(nlp, tmp_path):
+    path = tmp_path / "a.tsv"
+    with path.open("w", newline="") as file_:
+        writer = csv.writer(file_, delimiter="\t")
+        writer.writerow(["sentence", "y"])
+        writer.writerows([["good", 1], ["bad", 0], ["fine", 1]])
+    corpus = DatasetCorpus(path, text_field="sentence", label_field="y", labels=["negative", "positive"])
+    cats = [eg.reference.cats for eg in corpus(nlp)]
+    assert cats[1] == {"negative": 1.0, "positive": 0.0}
+
+
+def test_csv_and_parquet(nlp, tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"text": ["a", "b", "c"], "label": [0, 1, 0]},
+        features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["x", "y"])}),
+    )
+    ds.to_parquet(str(tmp_path / "a.parquet"))
+    ds.to_csv(str(tmp_path / "a.csv"))
+    from_parquet = [eg.reference.cats for eg in DatasetCorpus(tmp_path / "a.parquet")(nlp)]
+    assert from_parquet[1] == {"x": 0.0, "y": 1.0}  # ClassLabel names kept by parquet
+    from_csv = [eg.reference.cats for eg in DatasetCorpus(tmp_path / "a.csv", labels=["x", "y"])(nlp)]
+    assert from_csv == from_parquet
+
+
+def test_limit_and_shuffle_seed(nlp, tmp_path):
+    rows = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(20)]
+    path = write_jsonl(rows, tmp_path / "a.jsonl")
+    first = [eg.predicted.text for eg in DatasetCorpus(path, limit=5)(nlp)]
+    assert first == [f"t{i}" for i in range(5)]
+    one = [eg.predicted.text for eg in DatasetCorpus(path, limit=5, shuffle_seed=1)(nlp)]
+    two = [eg.predicted.text for eg in DatasetCorpus(path, limit=5, shuffle_seed=1)(nlp)]
+    assert one == two and one != first
+
+
+def test_multilabel_lists(nlp, tmp_path):
+    path = write_jsonl([{"text": "a", "tags": ["x", "z"]}, {"text": "b", "tags": []}], tmp_path / "m.jsonl")
+    cats = [eg.reference.cats for eg in DatasetCorpus(path, label_field="tags", labels=["x", "y", "z"], multilabel=True)(nlp)]
+    assert cats == [{"x": 1.0, "y": 0.0, "z": 1.0}, {"x": 0.0, "y": 0.0, "z": 0.0}]
+
+
+def test_docbin_round_trip_keeps_pairs(nlp, tmp_path):
+    path = write_jsonl([{"p": "a", "h": "b", "label": "yes"}, {"p": "c", "h": "d", "label": "no"}], tmp_path / "p.jsonl")
+    n = write_docbin(DatasetCorpus(path, text_field="p", pair_field="h")(nlp), tmp_path / "p.spacy")
+    assert n == 2
+    examples = list(create_docbin_corpus_v1(tmp_path / "p.spacy")(nlp))
+    assert [eg.predicted._.text_pair for eg in examples] == ["b", "d"]
+    assert examples[0].reference.cats == {"no": 0.0, "yes": 1.0}
+
+
+def test_bad_input(nlp, tmp_path):
+    path = write_jsonl([{"text": "a", "label": "x"}], tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match="Column 'sentence' not found"):
+        list(DatasetCorpus(path, text_field="sentence")(nlp))
+    with pytest.raises(ValueError, match="not in the reader's labels"):
+        list(DatasetCorpus(path, labels=["y", "z"])(nlp))
+    with pytest.raises(ValueError, match="not a local file"):
+        list(DatasetCorpus(tmp_path / "missing.jsonl")(nlp))
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match="Cannot read"):
+        list(DatasetCorpus(tmp_path / "a.txt")(nlp))
