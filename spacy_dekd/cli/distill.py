@@ -22,7 +22,7 @@ from spacy.cli._util import (
     show_validation_error,
 )
 from thinc.api import fix_random_seed
-from wasabi import msg
+from wasabi import color, msg
 
 from ..distill.trainer import DistillationError
 from ..registry import registry
@@ -67,7 +67,7 @@ def distill_cli(
             resume=resume,
         )
     except DistillationError as err:
-        msg.fail(str(err), exits=1)
+        fail(str(err))
 
 
 def distill(
@@ -107,6 +107,12 @@ def distill(
     if output_path is not None:
         msg.good(f"Saved the student to {output_path / 'model-best'} and {output_path / 'model-last'}")
     return metrics
+
+
+def fail(message: str) -> None:
+    """One unwrapped line, so that the whole reason sits on it; exit 1."""
+    sys.stdout.write(color("✘ " + message, fg="red") + "\n")
+    sys.exit(1)
 
 
 def _load(path: str, role: str) -> Any:

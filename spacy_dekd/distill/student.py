@@ -7,13 +7,15 @@ labels come from the teacher.
 """
 from typing import Callable, List, Union
 
+from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.util import registry
 
 from ..models.pytorch import shrink_classifier
 from ..pipeline.textcat import TransformerTextCategorizer
 from .selectors import first_layers, last_layers, spread_layers
 
-StudentInit = Callable[[TransformerTextCategorizer, TransformerTextCategorizer], None]
+# (student, teacher) -> a description of where the weights came from.
+StudentInit = Callable[[TransformerTextCategorizer, TransformerTextCategorizer], str]
 
 LAYER_STRATEGIES = {"uniform": spread_layers, "first": first_layers, "last": last_layers}
 
@@ -27,9 +29,11 @@ def copy_labels(student: TransformerTextCategorizer, teacher: TransformerTextCat
             f"Teacher labels {list(teacher.labels)} differ from student labels "
             f"{list(student.labels)}: the student must predict the teacher's classes."
         )
-    if student.exclusive_classes != teacher.exclusive_classes:
+    # spaCy's own textcat has no such setting; textcat_multilabel is not exclusive.
+    teacher_exclusive = getattr(teacher, "exclusive_classes", not isinstance(teacher, MultiLabel_TextCategorizer))
+    if student.exclusive_classes != teacher_exclusive:
         raise ValueError(
-            f"Teacher exclusive_classes={teacher.exclusive_classes} but student "
+            f"Teacher exclusive_classes={teacher_exclusive} but student "
             f"exclusive_classes={student.exclusive_classes}: set them alike."
         )
     for label in teacher.labels:
@@ -50,7 +54,7 @@ def make_student_from_teacher_v1(
     if isinstance(layers, str) and layers not in LAYER_STRATEGIES:
         raise ValueError(f"layers must be a list or one of {sorted(LAYER_STRATEGIES)}, got '{layers}'.")
 
-    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> None:
+    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> str:
         copy_labels(student, teacher)
         module = teacher.shim.module
         if module is None:
@@ -66,6 +70,7 @@ def make_student_from_teacher_v1(
         student.shim.layers = keep
         student.shim.set_module(shrink_classifier(module, keep), teacher.shim.tokenizer)
         student.model.set_dim("nO", len(student.labels), force=True)
+        return f"teacher layers {keep}"
 
     return init
 
@@ -76,9 +81,10 @@ def make_student_from_pretrained_v1() -> StudentInit:
     pretrained model), with a fresh head over the teacher's labels.
     """
 
-    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> None:
+    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> str:
         copy_labels(student, teacher)
         student.model.set_dim("nO", len(student.labels), force=True)
         student.model.initialize()
+        return f"'{student.shim.name}'"
 
     return init

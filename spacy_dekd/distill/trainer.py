@@ -133,8 +133,14 @@ class DistillTrainer:
                 f"Assistant labels {list(self.assistant_pipe.labels)} differ from "
                 f"teacher labels {teacher_labels}."
             )
+        if self.objective.needs_hidden_states and not isinstance(self.teacher_pipe, TransformerTextCategorizer):
+            raise DistillationError(
+                f"Layer alignment needs hidden states, but the teacher component "
+                f"'{self.teacher_pipe.name}' ({type(self.teacher_pipe).__name__}) gives none: "
+                "use a transformer_textcat teacher or set alignment_weight = 0."
+            )
         try:
-            T["student_init"](self.student_pipe, self.teacher_pipe)
+            self.student_source = T["student_init"](self.student_pipe, self.teacher_pipe)
         except ValueError as err:
             raise DistillationError(str(err)) from err
         student = self.student_pipe.shim.module
@@ -222,6 +228,7 @@ class DistillTrainer:
                     record["teacher_layers"] = terms.teacher_layers
                 record["teacher_queries"] = teacher.cache.n_forward
                 record["assistant_queries"] = assistant.cache.n_forward if assistant else 0
+                state.history.append(record)
                 if state.step % T["eval_frequency"] == 0 or state.step == total_steps:
                     score, scores = evaluate()
                     record.update(score=score, scores=scores)
@@ -231,7 +238,6 @@ class DistillTrainer:
                     self._log_row(record)
                     if self.output_path is not None:
                         self._save(is_best, state, optimizer, scheduler, teacher, assistant, n_examples=len(examples))
-                state.history.append(record)
                 if T["max_steps"] and state.step >= T["max_steps"]:
                     stop = True
                     break
@@ -287,10 +293,9 @@ class DistillTrainer:
             )
 
     def _print_header(self, n_examples: int, total_steps: int) -> None:
-        T = self.T
         self.stdout.write(self.msg.info(f"Distilling into '{self.student_pipe.name}': {n_examples} examples, {total_steps} steps") + "\n")
-        module = self.student_pipe.shim.module
-        self.stdout.write(self.msg.info(f"Student layers: {module.n_layers} (from teacher layers {self.student_pipe.shim.layers})") + "\n")
+        shim = self.student_pipe.shim
+        self.stdout.write(self.msg.info(f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}") + "\n")
         self.columns = ["E", "#", "LOSS", "CE", "TA", "DA", "Q TEACHER", "Q TA", "SCORE"]
         widths = [3, 6, 8, 8, 8, 8, 9, 6, 6]
         self.table_widths = widths

@@ -1,0 +1,255 @@
+"""`spacy distill` end to end on tiny models."""
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+from thinc.api import Adam, Config
+
+import spacy_dekd.distill.trainer as trainer_module
+from spacy_dekd.cli.distill import distill
+from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.distill.trainer import DistillationError
+
+from ..conftest import write_tiny_encoder
+
+ROOT = Path(__file__).parents[2]
+DEKD_CFG = ROOT / "configs" / "dekd.cfg"
+
+
+def train_classifier(encoder, data, path, *, layers=None, epochs=5):
+    nlp = spacy.blank("en")
+    model = {"name": str(encoder), "layers": layers}
+    nlp.add_pipe("transformer_textcat", name="textcat", config={"model": model})
+    examples = list(DatasetCorpus(data)(nlp))
+    random.seed(0)
+    torch.manual_seed(0)
+    optimizer = nlp.initialize(lambda: examples, sgd=Adam(1e-3))
+    for _ in range(epochs):
+        random.shuffle(examples)
+        for i in range(0, len(examples), 16):
+            nlp.update(examples[i : i + 16], sgd=optimizer)
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, teacher_encoder_dir, toy_data):
+    root = tmp_path_factory.mktemp("distill")
+    teacher = train_classifier(teacher_encoder_dir, toy_data["train"], root / "teacher")
+    assistant = train_classifier(teacher_encoder_dir, toy_data["train"], root / "assistant", layers=[0, 2], epochs=3)
+    narrow = write_tiny_encoder(root / "narrow", "bert", n_layers=2, hidden=16, seed=3)
+    return {"teacher": teacher, "assistant": assistant, "narrow": narrow, "root": root}
+
+
+def overrides(toy_data, encoder, **extra):
+    base = {
+        "paths.train": str(toy_data["train"]),
+        "paths.dev": str(toy_data["dev"]),
+        "paths.encoder": str(encoder),
+        "distillation.max_epochs": 3,
+        "distillation.eval_frequency": 10,
+        "distillation.batcher.size": 16,
+        "distillation.optimizer.learn_rate": 0.001,
+    }
+    base.update(extra)
+    return base
+
+
+def student_config(tmp_path, *, from_pretrained=False, teacher_only=False, code_loss=None):
+    config = Config().from_disk(DEKD_CFG, interpolate=False)
+    if from_pretrained:
+        config["distillation"]["student_init"] = {"@misc": "spacy-dekd.StudentFromPretrained.v1"}
+    if teacher_only:
+        config["distillation"]["objective"]["teacher_assistant"]["router"] = {
+            "@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"
+        }
+    if code_loss:
+        config["distillation"]["objective"]["cross_entropy"] = {"@dekd_losses": code_loss}
+    path = tmp_path / "student.cfg"
+    config.to_disk(path)
+    return path
+
+
+def accuracy(nlp, data):
+    return nlp.evaluate(list(DatasetCorpus(data)(nlp)))["cats_accuracy"]
+
+
+def spacy_cli(*args):
+    return subprocess.run([sys.executable, "-m", "spacy", *args], capture_output=True, text=True)
+
+
+def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
+    cfg = student_config(tmp_path, from_pretrained=True)
+    # A random narrow encoder needs more steps than one built from the teacher.
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 6, "distillation.optimizer.learn_rate": 0.003})
+    out = tmp_path / "out"
+    args = [f"--{k}={v}" for k, v in over.items()]
+    result = spacy_cli("distill", str(models["teacher"]), str(cfg), "--assistant", str(models["assistant"]), "--output", str(out), *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Q TEACHER" in result.stdout  # the training table
+    student = spacy.load(out / "model-best")
+    assert student.pipe_names == ["textcat"]
+    # The untrained student: the same initialisation, before any step.
+    untrained = spacy.util.load_model_from_config(Config().from_disk(cfg, overrides=over), auto_fill=True)
+    pipe = untrained.get_pipe("textcat")
+    for label in student.get_pipe("textcat").labels:
+        pipe.add_label(label)
+    pipe.model.set_dim("nO", 2, force=True)
+    torch.manual_seed(0)
+    pipe.model.initialize()
+    assert accuracy(student, toy_data["dev"]) >= 0.9
+    assert accuracy(student, toy_data["dev"]) > accuracy(untrained, toy_data["dev"]) + 0.2
+    # Widths differ (16 vs 32): projections trained but are not saved.
+    files = {p.name for p in (out / "model-best" / "textcat" / "model").iterdir()}
+    assert "projections.safetensors" not in files
+    assert (out / "checkpoint" / "projections.safetensors").exists()
+    assert student.get_pipe("textcat").shim.module.width == 16
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher_forward_passes"] <= metrics["examples"]
+    assert metrics["assistant_forward_passes"] > 0
+
+
+def test_teacher_is_queried_at_most_once_per_example(models, toy_data, tmp_path, monkeypatch):
+    seen = {"teacher": [], "assistant": []}
+    original = trainer_module.teacher_forward
+
+    def counting(pipe, docs, *, hidden):
+        role = "teacher" if pipe.shim.module.n_layers == 4 else "assistant"
+        seen[role].extend(doc.text for doc in docs)
+        return original(pipe, docs, hidden=hidden)
+
+    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    metrics = distill(
+        str(models["teacher"]),
+        student_config(tmp_path),
+        tmp_path / "out",
+        assistant_path=str(models["assistant"]),
+        overrides=overrides(toy_data, models["narrow"]),
+    )
+    n = metrics["examples"]
+    assert len(seen["teacher"]) == metrics["teacher_forward_passes"] <= n
+    assert len(seen["assistant"]) == metrics["assistant_forward_passes"] <= n
+    # Examples repeat in the toy corpus, so compare counts, not texts: the
+    # teacher saw fewer examples than vanilla KD would (N per epoch).
+    assert metrics["teacher_forward_passes"] < metrics["baseline_teacher_forward_passes"] / 2
+    assert metrics["teacher_requests"] > metrics["teacher_forward_passes"]
+    student = spacy.load(tmp_path / "out" / "model-best")
+    assert student.get_pipe("textcat").shim.module.n_layers == 3  # "uniform": [0, 2, 3] of 4
+    assert accuracy(student, toy_data["dev"]) >= 0.9
+
+
+def test_resume_continues_from_the_checkpoint(models, toy_data, tmp_path):
+    cfg = student_config(tmp_path, teacher_only=True)
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
+    first = distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=over)
+    assert first["steps"] == 6
+    over["distillation.max_steps"] = 12
+    second = distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=over, resume=True)
+    assert second["steps"] == 12
+    steps = [record["step"] for record in second["history"]]
+    assert steps == list(range(1, 13))  # history carried over, no step run twice
+    # The cache came back with the checkpoint: no example was re-queried.
+    assert second["teacher_forward_passes"] <= second["examples"]
+    assert second["teacher_forward_passes"] >= first["teacher_forward_passes"]
+
+
+# Bad input: one line, non-zero exit, nothing lost.
+
+
+def fail_line(result):
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).strip().splitlines() if line.strip()]
+    return lines[-1]
+
+
+def test_ratio_outside_unit_interval(models, toy_data, tmp_path):
+    cfg = student_config(tmp_path)
+    result = spacy_cli(
+        "distill", str(models["teacher"]), str(cfg), "--assistant", str(models["assistant"]),
+        "--distillation.objective.selector.ratio=0", f"--paths.train={toy_data['train']}",
+    )
+    assert "(0, 1]" in fail_line(result)
+
+
+def test_missing_teacher_and_assistant(models, tmp_path):
+    cfg = student_config(tmp_path)
+    line = fail_line(spacy_cli("distill", str(tmp_path / "nope"), str(cfg)))
+    assert "teacher pipeline" in line and "neither a directory" in line
+    line = fail_line(spacy_cli("distill", str(models["teacher"]), str(cfg), "--assistant", str(tmp_path / "nope")))
+    assert "assistant pipeline" in line
+
+
+def test_router_needs_an_assistant(models, toy_data, tmp_path):
+    with pytest.raises(DistillationError, match="--assistant"):
+        distill(str(models["teacher"]), student_config(tmp_path), tmp_path / "o", overrides=overrides(toy_data, models["narrow"]))
+
+
+def test_label_mismatch(models, toy_data, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good", "yes"), ("bad", "no")] * 20))
+    assistant = train_classifier(models["narrow"], other, tmp_path / "assistant", epochs=1)
+    with pytest.raises(DistillationError, match="Assistant labels"):
+        distill(
+            str(models["teacher"]), student_config(tmp_path), tmp_path / "o",
+            assistant_path=str(assistant), overrides=overrides(toy_data, models["narrow"]),
+        )
+
+
+def test_alignment_needs_hidden_states(models, toy_data, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("textcat")
+    examples = list(DatasetCorpus(toy_data["train"])(nlp))
+    nlp.initialize(lambda: examples)
+    nlp.to_disk(tmp_path / "bow")
+    cfg = student_config(tmp_path, teacher_only=True, from_pretrained=True)
+    with pytest.raises(DistillationError, match="gives none"):
+        distill(str(tmp_path / "bow"), cfg, tmp_path / "o", overrides=overrides(toy_data, models["narrow"]))
+    # Without alignment, spaCy's own textcat can teach: its log-probabilities
+    # stand in for logits.
+    over = overrides(toy_data, models["narrow"], **{"distillation.objective.alignment_weight": 0, "distillation.max_steps": 3})
+    metrics = distill(str(tmp_path / "bow"), cfg, tmp_path / "o", overrides=over)
+    assert metrics["steps"] == 3 and metrics["teacher_forward_passes"] > 0
+
+
+def test_student_layers_out_of_range(models, toy_data, tmp_path):
+    over = overrides(toy_data, models["narrow"], **{"distillation.student_init.layers": [0, 7]})
+    with pytest.raises(DistillationError, match=r"out of range.*4 layers"):
+        distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), tmp_path / "o", overrides=over)
+
+
+NAN_CODE = '''
+import torch
+from spacy_dekd.registry import registry
+from spacy_dekd.distill.losses import cross_entropy
+
+@registry.dekd_losses("test.NaNAfterFour.v1")
+def make():
+    calls = []
+    def loss(*args, **kwargs):
+        calls.append(1)
+        value = cross_entropy(*args, **kwargs)
+        return value * float("nan") if len(calls) > 4 else value
+    return loss
+'''
+
+
+def test_nan_loss_stops_with_checkpoints_intact(models, toy_data, tmp_path):
+    code = tmp_path / "nan.py"
+    code.write_text(NAN_CODE)
+    cfg = student_config(tmp_path, teacher_only=True, code_loss="test.NaNAfterFour.v1")
+    over = overrides(toy_data, models["narrow"], **{"distillation.eval_frequency": 2})
+    out = tmp_path / "out"
+    result = spacy_cli(
+        "distill", str(models["teacher"]), str(cfg), "--output", str(out), "--code", str(code),
+        *[f"--{k}={v}" for k, v in over.items()],
+    )
+    line = fail_line(result)
+    assert "not finite at step 5" in line
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4
+    assert spacy.load(out / "model-last")("a good film").cats
