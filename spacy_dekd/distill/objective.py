@@ -6,7 +6,7 @@ outputs, asks it for a `QueryPlan`, fetches exactly those teacher and
 assistant outputs, and hands them back.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn

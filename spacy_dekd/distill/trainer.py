@@ -24,12 +24,10 @@ from spacy.training.loop import create_evaluation_callback
 from spacy.util import resolve_dot_names
 from wasabi import Printer
 
-from ..models.classifier import get_shim
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
 from .objective import DeKDObjective, LossTerms, TeacherOutput
-from .optim import TorchAdamW
 
 logger = logging.getLogger("spacy_dekd")
 
@@ -60,6 +58,19 @@ class Frozen:
 
     pipe: Any
     cache: OutputCache
+
+
+@dataclass
+class Run:
+    """What one distillation run works on, built by `DistillTrainer.prepare`."""
+
+    examples: List[Example]
+    teacher: Frozen
+    assistant: Optional[Frozen]
+    params: List[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
 
 
 def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput:
@@ -168,9 +179,10 @@ class DistillTrainer:
         if projections is not None:
             projections.to(self.student_pipe.shim.device)
 
-    def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
+    def prepare(self) -> "Run":
+        """Read the corpus, initialize the student, build caches and optimizer."""
         T = self.T
-        train_corpus, dev_corpus = resolve_dot_names(self.nlp.config.interpolate(), [T["corpus"], T["dev_corpus"]])
+        train_corpus = resolve_dot_names(self.nlp.config.interpolate(), [T["corpus"]])[0]
         examples = list(train_corpus(self.nlp))
         if not examples:
             raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
@@ -180,56 +192,60 @@ class DistillTrainer:
         assistant = None
         if self.assistant_pipe is not None and self.objective.uses_assistant:
             assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=False))
-        student = self.student_pipe.shim.module
-        params = list(student.parameters()) + list(self.extra_params)
-        self.n_batches = n_batches = sum(1 for _ in self._batches(examples, 0))
-        total_steps = T["max_steps"] or n_batches * T["max_epochs"]
-        opt_spec: TorchAdamW = T["optimizer"]
-        optimizer, scheduler = opt_spec.build(params, total_steps)
+        params = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
+        self.n_batches = sum(1 for _ in self._batches(examples, 0))
+        total_steps = T["max_steps"] or self.n_batches * T["max_epochs"]
+        optimizer, scheduler = T["optimizer"].build(params, total_steps)
+        return Run(examples, teacher, assistant, params, optimizer, scheduler, total_steps)
+
+    def step(self, run: "Run", batch_ids: List[int], step: int) -> LossTerms:
+        """Algorithm 1, lines 3-8, for one batch of corpus ids: student
+        forward, select, route, query (cached), align, one update.
+        """
+        with_hidden = self.objective.needs_hidden_states
+        batch = [run.examples[j] for j in batch_ids]
+        ids = torch.tensor(batch_ids)
+        out = self.student_pipe.forward(docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden)
+        plan = self.objective.plan(out.logits)
+        t_out = run.teacher.cache.get(ids[plan.teacher_query.cpu()], self._forward_fn(run.teacher, run.examples, with_hidden))
+        a_out = None
+        if run.assistant is not None:
+            a_out = run.assistant.cache.get(ids[plan.assistant_query.cpu()], self._forward_fn(run.assistant, run.examples, False))
+        gold, mask = self._gold(batch, list(self.student_pipe.labels), out.logits.device)
+        terms = self.objective(out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head())
+        self._check_finite(terms, step)
+        run.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_clip = self.T["optimizer"].grad_clip
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.params, grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        return terms
+
+    def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
+        T = self.T
+        run = self.prepare()
+        dev_corpus = resolve_dot_names(self.nlp.config.interpolate(), [T["dev_corpus"]])[0]
         evaluate = create_evaluation_callback(self.nlp, dev_corpus, T["score_weights"])
-        state = DistillState()
-        if resume:
-            state = self._load_checkpoint(optimizer, scheduler, teacher, assistant)
-        labels = list(self.student_pipe.labels)
-        self._print_header(len(examples), total_steps)
+        state = self._load_checkpoint(run) if resume else DistillState()
+        self._print_header(len(run.examples), run.total_steps)
         started = time.perf_counter() - state.elapsed
         stop = False
         while not stop and state.epoch < T["max_epochs"]:
-            for i, batch_ids in enumerate(self._batches(examples, state.epoch)):
+            for i, batch_ids in enumerate(self._batches(run.examples, state.epoch)):
                 if i < state.batch_in_epoch:
                     continue  # done before the checkpoint this run resumed from
-                batch = [examples[j] for j in batch_ids]
-                ids = torch.tensor(batch_ids)
-                # Algorithm 1, lines 3-8: student forward, select, route,
-                # query (cached), align, one update.
-                out = self.student_pipe.forward(
-                    docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden
-                )
-                plan = self.objective.plan(out.logits)
-                t_out = teacher.cache.get(ids[plan.teacher_query.cpu()], self._forward_fn(teacher, examples, with_hidden))
-                a_out = None
-                if assistant is not None:
-                    a_out = assistant.cache.get(ids[plan.assistant_query.cpu()], self._forward_fn(assistant, examples, False))
-                gold, mask = self._gold(batch, labels, out.logits.device)
-                terms = self.objective(
-                    out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head()
-                )
-                self._check_finite(terms, state.step)
-                optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
-                if opt_spec.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, opt_spec.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                terms = self.step(run, batch_ids, state.step)
                 state.step += 1
                 state.batch_in_epoch = i + 1
                 record = {"epoch": state.epoch, "step": state.step, "loss": float(terms.total.detach()), **terms.terms}
                 if terms.teacher_layers is not None:
                     record["teacher_layers"] = terms.teacher_layers
-                record["teacher_queries"] = teacher.cache.n_forward
-                record["assistant_queries"] = assistant.cache.n_forward if assistant else 0
+                record["teacher_queries"] = run.teacher.cache.n_forward
+                record["assistant_queries"] = run.assistant.cache.n_forward if run.assistant else 0
                 state.history.append(record)
-                if state.step % T["eval_frequency"] == 0 or state.step == total_steps:
+                if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
                     score, scores = evaluate()
                     record.update(score=score, scores=scores)
                     is_best = score > state.best_score
@@ -237,7 +253,7 @@ class DistillTrainer:
                     state.elapsed = time.perf_counter() - started
                     self._log_row(record)
                     if self.output_path is not None:
-                        self._save(is_best, state, optimizer, scheduler, teacher, assistant, n_examples=len(examples))
+                        self._save(run, state, is_best)
                 if T["max_steps"] and state.step >= T["max_steps"]:
                     stop = True
                     break
@@ -245,7 +261,7 @@ class DistillTrainer:
                 state.epoch += 1
                 state.batch_in_epoch = 0
         state.elapsed = time.perf_counter() - started
-        metrics = self._metrics(state, teacher, assistant, len(examples))
+        metrics = self._metrics(state, run)
         if self.output_path is not None:
             _write_json_atomic(self.output_path / "metrics.json", metrics)
         return self.nlp, metrics
@@ -317,7 +333,8 @@ class DistillTrainer:
         self.stdout.write(self.msg.row(row, widths=self.table_widths) + "\n")
         self.stdout.flush()
 
-    def _metrics(self, state: DistillState, teacher: Frozen, assistant: Optional[Frozen], n_examples: int) -> Dict[str, Any]:
+    def _metrics(self, state: DistillState, run: Run) -> Dict[str, Any]:
+        teacher, assistant, n_examples = run.teacher, run.assistant, len(run.examples)
         epochs_seen = state.step / max(1, self.n_batches)
         every_example_every_epoch = int(round(n_examples * epochs_seen))
         t_forward = teacher.cache.n_forward
@@ -343,7 +360,7 @@ class DistillTrainer:
     # checkpoint/ holds what --resume needs. All written to a temporary
     # folder first and moved into place, so a crash never leaves half a model.
 
-    def _save(self, is_best: bool, state: DistillState, optimizer, scheduler, teacher: Frozen, assistant: Optional[Frozen], *, n_examples: int) -> None:
+    def _save(self, run: Run, state: DistillState, is_best: bool) -> None:
         assert self.output_path is not None
         last = self.output_path / DIR_MODEL_LAST
         _save_nlp_atomic(self.nlp, last)
@@ -353,19 +370,19 @@ class DistillTrainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        torch.save({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}, tmp / "optimizer.pt")
         projections = self.objective.projections()
         if projections is not None:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(tmp / "projections.safetensors"))
-        teacher.cache.to_disk(tmp / "teacher_cache.safetensors")
-        if assistant is not None:
-            assistant.cache.to_disk(tmp / "assistant_cache.safetensors")
-        srsly.write_json(tmp / "state.json", {**state.__dict__, "history": state.history, "n_examples": n_examples})
+        run.teacher.cache.to_disk(tmp / "teacher_cache.safetensors")
+        if run.assistant is not None:
+            run.assistant.cache.to_disk(tmp / "assistant_cache.safetensors")
+        srsly.write_json(tmp / "state.json", {**state.__dict__, "n_examples": len(run.examples)})
         _replace_dir(tmp, self.output_path / DIR_CHECKPOINT)
 
-    def _load_checkpoint(self, optimizer, scheduler, teacher: Frozen, assistant: Optional[Frozen]) -> DistillState:
+    def _load_checkpoint(self, run: Run) -> DistillState:
         if self.output_path is None:
             raise DistillationError("--resume needs --output.")
         ckpt = self.output_path / DIR_CHECKPOINT
@@ -375,20 +392,19 @@ class DistillTrainer:
         device = self.student_pipe.shim.device
         self.student_pipe.shim.from_disk(last / self.student_pipe.name / "model")
         saved = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
-        student = self.student_pipe.shim.module
         # The optimizer holds the old parameter objects: point it at the new ones.
-        params = list(student.parameters()) + list(self.extra_params)
-        optimizer.param_groups[0]["params"] = params
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        run.params[:] = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
+        run.optimizer.param_groups[0]["params"] = run.params
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
         projections = self.objective.projections()
         if projections is not None:
             from safetensors.torch import load_file
 
             projections.load_state_dict(load_file(str(ckpt / "projections.safetensors")))
-        teacher.cache.from_disk(ckpt / "teacher_cache.safetensors", device)
-        if assistant is not None:
-            assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device)
+        run.teacher.cache.from_disk(ckpt / "teacher_cache.safetensors", device)
+        if run.assistant is not None:
+            run.assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device)
         data = srsly.read_json(ckpt / "state.json")
         data.pop("n_examples", None)
         state = DistillState(**data)

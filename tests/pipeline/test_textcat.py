@@ -13,7 +13,7 @@ from spacy_dekd.corpus import DatasetCorpus, make_docs
 from spacy_dekd.models import get_shim
 from spacy_dekd.models.pytorch import layer_list
 
-from ..conftest import toy_rows, write_jsonl
+from ..conftest import write_jsonl
 
 
 def make_nlp(encoder_dir, **cfg):

@@ -1,0 +1,134 @@
+"""Distil with several configs and seeds; report test accuracy (mean ± sd),
+teacher and assistant forward passes, wall time, and a two-sided t-test of
+each config against the first (Table 5 of the paper).
+
+    python scripts/compare.py training/teacher/model-best corpus/movies/test.spacy \\
+        --assistant training/assistant/model-best --configs dekd kd paper \\
+        --seeds 0 1 2 --output training/compare [--set distillation.max_epochs=3]
+
+Each run is `python -m spacy distill` in its own process; a run whose
+output already has metrics.json and test.json is not run again.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def run(cmd: List[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        raise SystemExit(f"✘ {' '.join(cmd[:5])} ... failed: {' | '.join(tail)}")
+
+
+def distill_and_test(args: argparse.Namespace, config: str, seed: int) -> Dict:
+    out = args.output / f"{config}-s{seed}"
+    metrics_path, test_path = out / "metrics.json", out / "test.json"
+    if not (metrics_path.exists() and test_path.exists()):
+        cmd = [sys.executable, "-m", "spacy", "distill", args.teacher, str(args.configs_dir / f"{config}.cfg"),
+               "--output", str(out), "--system.seed", str(seed), "--gpu-id", str(args.gpu_id)]
+        if args.assistant:
+            cmd += ["--assistant", args.assistant]
+        for setting in args.set:
+            key, _, value = setting.partition("=")
+            cmd += [f"--{key}", value]
+        started = time.perf_counter()
+        run(cmd)
+        print(f"  {config} seed {seed}: distilled in {time.perf_counter() - started:.0f}s", flush=True)
+        run([sys.executable, "-m", "spacy", "evaluate", str(out / "model-best"), args.test,
+             "--output", str(test_path), "--gpu-id", str(args.gpu_id)])
+    metrics = json.loads(metrics_path.read_text())
+    test = json.loads(test_path.read_text())
+    return {
+        "config": config,
+        "seed": seed,
+        "test_accuracy": test["cats_accuracy"],
+        "teacher_forward_passes": metrics["teacher_forward_passes"],
+        "assistant_forward_passes": metrics["assistant_forward_passes"],
+        "baseline_teacher_forward_passes": metrics["baseline_teacher_forward_passes"],
+        "wall_time_s": metrics["wall_time_s"],
+    }
+
+
+def t_test(a: List[float], b: List[float]) -> Optional[float]:
+    """Two-sided p-value of Welch's t-test (scipy), None without scipy or data."""
+    try:
+        from scipy.stats import ttest_ind
+    except ImportError:
+        return None
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarize(rows: List[Dict], configs: List[str]) -> List[Dict]:
+    reference = [r["test_accuracy"] for r in rows if r["config"] == configs[0]]
+    summary = []
+    for config in configs:
+        mine = [r for r in rows if r["config"] == config]
+        acc = [r["test_accuracy"] for r in mine]
+        summary.append({
+            "config": config,
+            "seeds": [r["seed"] for r in mine],
+            "accuracy": acc,
+            "mean": statistics.mean(acc),
+            "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "p_vs_" + configs[0]: None if config == configs[0] else t_test(acc, reference),
+            "teacher_forward_passes": statistics.mean(r["teacher_forward_passes"] for r in mine),
+            "assistant_forward_passes": statistics.mean(r["assistant_forward_passes"] for r in mine),
+            "teacher_forward_ratio_vs_every_example": statistics.mean(
+                r["teacher_forward_passes"] / r["baseline_teacher_forward_passes"] for r in mine
+            ),
+            "wall_time_s": statistics.mean(r["wall_time_s"] for r in mine),
+        })
+    return summary
+
+
+def markdown(summary: List[Dict], reference: str) -> str:
+    lines = [
+        f"| config | test accuracy (mean ± sd) | seeds | p vs {reference} | teacher fwd | TA fwd | teacher fwd / (N·epochs) | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        p = s[f"p_vs_{reference}"]
+        lines.append(
+            f"| {s['config']} | {100 * s['mean']:.2f} ± {100 * s['sd']:.2f} | {len(s['seeds'])} | "
+            f"{'-' if p is None else f'{p:.3f}'} | {s['teacher_forward_passes']:.0f} | "
+            f"{s['assistant_forward_passes']:.0f} | {s['teacher_forward_ratio_vs_every_example']:.2f} | {s['wall_time_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("teacher")
+    parser.add_argument("test", help=".spacy file to score on")
+    parser.add_argument("--assistant")
+    parser.add_argument("--configs", nargs="+", default=["dekd", "kd"])
+    parser.add_argument("--configs-dir", type=Path, default=Path("configs"))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output", type=Path, default=Path("training/compare"))
+    parser.add_argument("--name", default="compare", help="name of the summary files")
+    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--set", action="append", default=[], help="config override, key=value")
+    args = parser.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:  # seeds outermost: a partial run has every config
+        for config in args.configs:
+            rows.append(distill_and_test(args, config, seed))
+    summary = summarize(rows, args.configs)
+    (args.output / f"{args.name}.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
+    table = markdown(summary, args.configs[0])
+    (args.output / f"{args.name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

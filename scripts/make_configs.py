@@ -1,0 +1,114 @@
+"""Write the baseline and ablation configs as settings of `configs/dekd.cfg`.
+
+Baselines and ablations are configurations of one objective, not code paths
+(DESIGN.md's table). Each config below is dekd.cfg with a few blocks
+replaced; run this after editing dekd.cfg, and `tests/test_configs.py`
+checks that the files on disk match.
+
+    python scripts/make_configs.py
+"""
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+from thinc.api import Config
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+TEACHER_ONLY = {"@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"}
+ASSISTANT_ONLY = {"@dekd_selectors": "spacy-dekd.AssistantOnlyRouter.v1"}
+ALL = {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 1.0}
+NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None}
+KD_WEIGHTS = {"ce_weight": 0.5, "ta_weight": 0.5}
+
+# name: (description, {dotted path: value}); None removes a block.
+VARIANTS: Dict[str, Any] = {
+    "paper": (
+        "DeKD with the paper's literal readings: the hidden-softmax layer score "
+        "(Eq. 8 as written), the summed norm (Eq. 9), lr 2e-5 (Sec. 4.3), no warmup.",
+        {
+            "distillation.objective.alignment.reduction": "sum",
+            "distillation.objective.alignment.layer_selector.score": "hidden",
+            "distillation.optimizer.learn_rate": 2e-5,
+            "distillation.optimizer.warmup_ratio": 0.0,
+        },
+    ),
+    "kd": (
+        "Vanilla KD (Eq. 3): every example, teacher only, (1-λ)·CE + λ·KL with λ = 0.5.",
+        {
+            "distillation.objective.selector": ALL,
+            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
+            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
+        },
+    ),
+    "assistant": (
+        "The teacher assistant: 6 of the teacher's layers, distilled by vanilla KD.",
+        {
+            "distillation.objective.selector": ALL,
+            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
+            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
+            "distillation.student_init.n_layers": 6,
+            "distillation.max_epochs": 1,
+        },
+    ),
+    "pkd": (
+        "BERT-PKD (skip): vanilla KD plus alignment to uniformly spaced teacher layers "
+        "(PKD's normalised-vector MSE; β chosen as DeKD's λ3, since PKD's β = 10 on the "
+        "summed loss drives the student to chance here, see DESIGN.md).",
+        {
+            "distillation.objective.selector": ALL,
+            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
+            "distillation.objective.alignment.layer_selector": {"@dekd_selectors": "spacy-dekd.UniformLayerSelector.v1"},
+        },
+    ),
+    "takd": (
+        "TAKD, second stage: the student learns from the assistant alone (the first "
+        "stage is configs/assistant.cfg).",
+        {
+            "distillation.objective.selector": ALL,
+            "distillation.objective.teacher_assistant.router": ASSISTANT_ONLY,
+            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
+        },
+    ),
+    "wo_ds": ("DeKD without data selection: every example queries (r = 1).", {"distillation.objective.selector.ratio": 1.0}),
+    "wo_ta": ("DeKD without the teacher assistant: the teacher answers every selected example.", {"distillation.objective.teacher_assistant.router": TEACHER_ONLY}),
+    "wo_doa": ("DeKD without dynamic objective alignment (λ3 = 0).", {"distillation.objective": NO_ALIGNMENT}),
+    "select_lc": ("DeKD selecting by least confidence (Eq. 11).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.LeastConfidenceSelector.v1", "ratio": 0.5}}),
+    "select_margin": ("DeKD selecting by margin (Eq. 12).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.MarginSelector.v1", "ratio": 0.5}}),
+    "select_random": ("DeKD selecting at random (the paper's baseline).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}),
+}
+
+
+def apply(config: Config, path: str, value: Any) -> None:
+    *parents, key = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    if isinstance(value, dict) and not any(k.startswith("@") for k in value):
+        for sub_key, sub_value in value.items():  # settings merged into a block
+            if sub_value is None:
+                node[key].pop(sub_key, None)
+            else:
+                node[key][sub_key] = sub_value
+    else:
+        node[key] = value
+
+
+def render(name: str) -> str:
+    description, changes = VARIANTS[name]
+    config = Config().from_disk(CONFIGS / "dekd.cfg", interpolate=False)
+    for path, value in changes.items():
+        apply(config, path, value)
+    header = f"# {description}\n# Generated from dekd.cfg by scripts/make_configs.py: edit that, then rerun it.\n"
+    return header + config.to_str(interpolate=False)
+
+
+def main() -> int:
+    for name in VARIANTS:
+        (CONFIGS / f"{name}.cfg").write_text(render(name), encoding="utf8")
+        print(f"✔ configs/{name}.cfg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
