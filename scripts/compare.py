@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 
 def run(cmd: List[str]) -> None:
@@ -26,33 +26,55 @@ def run(cmd: List[str]) -> None:
         raise SystemExit(f"✘ {' '.join(cmd[:5])} ... failed: {' | '.join(tail)}")
 
 
-def distill_and_test(args: argparse.Namespace, config: str, seed: int) -> Dict:
-    out = args.output / f"{config}-s{seed}"
+def distill_and_test(
+    teacher: str, test: str, config: str, seed: int, output: Path, *,
+    assistant: Optional[str] = None, configs_dir: Path = Path("configs"),
+    gpu_id: int = -1, sets: Sequence[str] = (),
+) -> Dict:
+    out = output / f"{config}-s{seed}"
     metrics_path, test_path = out / "metrics.json", out / "test.json"
     if not (metrics_path.exists() and test_path.exists()):
-        cmd = [sys.executable, "-m", "spacy", "distill", args.teacher, str(args.configs_dir / f"{config}.cfg"),
-               "--output", str(out), "--system.seed", str(seed), "--gpu-id", str(args.gpu_id)]
-        if args.assistant:
-            cmd += ["--assistant", args.assistant]
-        for setting in args.set:
+        cmd = [sys.executable, "-m", "spacy", "distill", teacher, str(configs_dir / f"{config}.cfg"),
+               "--output", str(out), "--system.seed", str(seed), "--gpu-id", str(gpu_id)]
+        if assistant:
+            cmd += ["--assistant", assistant]
+        for setting in sets:
             key, _, value = setting.partition("=")
             cmd += [f"--{key}", value]
         started = time.perf_counter()
         run(cmd)
         print(f"  {config} seed {seed}: distilled in {time.perf_counter() - started:.0f}s", flush=True)
-        run([sys.executable, "-m", "spacy", "evaluate", str(out / "model-best"), args.test,
-             "--output", str(test_path), "--gpu-id", str(args.gpu_id)])
+        run([sys.executable, "-m", "spacy", "evaluate", str(out / "model-best"), test,
+             "--output", str(test_path), "--gpu-id", str(gpu_id)])
     metrics = json.loads(metrics_path.read_text())
-    test = json.loads(test_path.read_text())
+    scores = json.loads(test_path.read_text())
     return {
         "config": config,
         "seed": seed,
-        "test_accuracy": test["cats_accuracy"],
+        "test_accuracy": scores["cats_accuracy"],
         "teacher_forward_passes": metrics["teacher_forward_passes"],
         "assistant_forward_passes": metrics["assistant_forward_passes"],
         "baseline_teacher_forward_passes": metrics["baseline_teacher_forward_passes"],
         "wall_time_s": metrics["wall_time_s"],
     }
+
+
+def compare(
+    teacher: str, test: str, configs: Sequence[str], seeds: Sequence[int], output: Path, *,
+    name: str = "compare", **kwargs,
+) -> List[Dict]:
+    """Run every config with every seed; write {name}.json and {name}.md."""
+    output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in seeds:  # seeds outermost: a partial run has every config
+        for config in configs:
+            rows.append(distill_and_test(teacher, test, config, seed, output, **kwargs))
+    summary = summarize(rows, list(configs))
+    (output / f"{name}.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
+    table = markdown(summary, configs[0])
+    (output / f"{name}.md").write_text(table)
+    print(table, flush=True)
+    return summary
 
 
 def t_test(a: List[float], b: List[float]) -> Optional[float]:
@@ -117,16 +139,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--set", action="append", default=[], help="config override, key=value")
     args = parser.parse_args(argv)
-    args.output.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in args.seeds:  # seeds outermost: a partial run has every config
-        for config in args.configs:
-            rows.append(distill_and_test(args, config, seed))
-    summary = summarize(rows, args.configs)
-    (args.output / f"{args.name}.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
-    table = markdown(summary, args.configs[0])
-    (args.output / f"{args.name}.md").write_text(table)
-    print(table)
+    compare(
+        args.teacher, args.test, args.configs, args.seeds, args.output, name=args.name,
+        assistant=args.assistant, configs_dir=args.configs_dir, gpu_id=args.gpu_id, sets=args.set,
+    )
     return 0
 
 

@@ -1,0 +1,88 @@
+"""Throughput, size and accuracy of pipelines, side by side in one process.
+
+Each pipeline runs `nlp.pipe` over the same texts (one warm-up pass, then
+the best of `--repeats` timed passes); words/s counts spaCy tokens. Prints a
+table with the ratio of each pipeline's words/s to the first one's.
+
+    python scripts/benchmark.py corpus/movies/test.spacy \\
+        teacher=training/teacher/model-best student=training/student/model-best \\
+        --output metrics/benchmark.json
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import spacy
+from spacy.tokens import DocBin
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def n_parameters(nlp) -> int:
+    total = 0
+    for _, pipe in nlp.pipeline:
+        module = getattr(getattr(pipe, "shim", None), "module", None)
+        if module is not None:
+            total += sum(p.numel() for p in module.parameters())
+    return total
+
+
+def words_per_second(nlp, texts: List[str], *, batch_size: int, repeats: int) -> float:
+    n_words = sum(len(doc) for doc in nlp.tokenizer.pipe(texts))
+    list(nlp.pipe(texts[: batch_size * 2], batch_size=batch_size))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in nlp.pipe(texts, batch_size=batch_size):
+            pass
+        best = min(best, time.perf_counter() - start)
+    return n_words / best
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help=".spacy file with the texts")
+    parser.add_argument("pipelines", nargs="+", help="name=path, the first is the reference")
+    parser.add_argument("--n-texts", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    if args.gpu_id >= 0:
+        spacy.require_gpu(args.gpu_id)
+    docs = list(DocBin().from_disk(args.data).get_docs(spacy.blank("en").vocab))[: args.n_texts]
+    texts = [doc.text for doc in docs]
+    results: Dict[str, Dict] = {}
+    for item in args.pipelines:
+        name, _, path = item.partition("=")
+        nlp = spacy.load(path)
+        module = next(pipe.shim.module for _, pipe in nlp.pipeline if hasattr(pipe, "shim"))
+        results[name] = {
+            "path": path,
+            "layers": module.n_layers,
+            "width": module.width,
+            "parameters": n_parameters(nlp),
+            "size_mb": dir_size(Path(path)) / 1e6,
+            "words_per_second": words_per_second(nlp, texts, batch_size=args.batch_size, repeats=args.repeats),
+        }
+        print(f"  {name}: {results[name]['words_per_second']:.0f} words/s", flush=True)
+    reference = results[next(iter(results))]["words_per_second"]
+    print("\n| pipeline | layers | parameters | size on disk | words/s | speed-up |\n|---|---|---|---|---|---|")
+    for name, r in results.items():
+        r["speedup"] = r["words_per_second"] / reference
+        print(f"| {name} | {r['layers']} | {r['parameters'] / 1e6:.1f} M | {r['size_mb']:.0f} MB | "
+              f"{r['words_per_second']:.0f} | {r['speedup']:.2f}× |")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"texts": len(texts), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""Install a `spacy package` build into a fresh virtual environment and load it.
+
+The environment starts empty: it gets torch (the CPU build, pinned), the
+pipeline package, and spacy-dekd from the wheel in `--find-links`; then a
+new interpreter loads the pipeline by name and classifies a sentence.
+
+    python scripts/check_package.py packages/en_dekd_movies-0.1.0 --find-links packages/wheels
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+from typing import List
+
+TORCH = "torch==2.13.0"
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package_dir", type=Path, help="the folder `spacy package` wrote")
+    parser.add_argument("--find-links", type=Path, required=True, help="folder with the spacy-dekd wheel")
+    args = parser.parse_args(argv)
+    archives = sorted((args.package_dir / "dist").glob("*.tar.gz"))
+    if not archives:
+        print(f"✘ No sdist in {args.package_dir / 'dist'}: run `spacy package` first", file=sys.stderr)
+        return 1
+    name = args.package_dir.name.rsplit("-", 1)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        venv.create(tmp, with_pip=True)
+        python = str(Path(tmp) / "bin" / "python")
+        pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        steps = [
+            pip + [TORCH],
+            pip + ["--find-links", str(args.find_links.resolve()), str(archives[-1].resolve())],
+            [python, "-c", f"import spacy; nlp = spacy.load({name!r}); doc = nlp('A warm, funny and moving film.'); "
+                           "print(nlp.pipe_names, {k: round(v, 3) for k, v in doc.cats.items()})"],
+        ]
+        for cmd in steps:
+            result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+            if result.returncode != 0:
+                tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
+                print(f"✘ {' '.join(cmd[3:6])}: {' '.join(tail)}", file=sys.stderr)
+                return 1
+        print(f"✔ {name} installs and loads in a fresh virtual environment: {result.stdout.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
