@@ -1,0 +1,67 @@
+"""The shipped configs: generated ones match their generator, and every
+[distillation] block resolves to the parts DESIGN.md's table names."""
+import sys
+from pathlib import Path
+
+import pytest
+from spacy import util
+
+from spacy_dekd.distill.objective import DeKDObjective
+from spacy_dekd.registry import registry
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_configs  # noqa: E402
+
+STUDENT_CONFIGS = ["dekd"] + list(make_configs.VARIANTS)
+
+
+@pytest.mark.parametrize("name", list(make_configs.VARIANTS))
+def test_generated_configs_are_up_to_date(name):
+    assert (ROOT / "configs" / f"{name}.cfg").read_text(encoding="utf8") == make_configs.render(name), (
+        f"configs/{name}.cfg is stale: run python scripts/make_configs.py"
+    )
+
+
+def resolve(name):
+    config = util.load_config(ROOT / "configs" / f"{name}.cfg", interpolate=True)
+    return registry.resolve(config["distillation"], validate=True)
+
+
+@pytest.mark.parametrize("name", STUDENT_CONFIGS)
+def test_distillation_block_resolves(name):
+    T = resolve(name)
+    assert isinstance(T["objective"], DeKDObjective)
+    assert callable(T["student_init"]) and callable(T["trainer"])
+
+
+@pytest.mark.parametrize(
+    "name,uses_assistant,aligns,ratio_one",
+    [
+        ("dekd", True, True, False),
+        ("paper", True, True, False),
+        ("kd", False, False, True),
+        ("pkd", False, True, True),
+        ("takd", True, False, True),
+        ("wo_ds", True, True, True),
+        ("wo_ta", False, True, False),
+        ("wo_doa", True, False, False),
+    ],
+)
+def test_design_table(name, uses_assistant, aligns, ratio_one):
+    import torch
+
+    objective = resolve(name)["objective"]
+    assert objective.uses_assistant == uses_assistant
+    assert objective.needs_hidden_states == aligns
+    selected = objective.selector(torch.randn(10, 2))
+    assert (len(selected) == 10) == ratio_one
+
+
+def test_paper_config_keeps_the_literal_readings():
+    config = util.load_config(ROOT / "configs" / "paper.cfg", interpolate=True)["distillation"]
+    assert config["objective"]["alignment"]["reduction"] == "sum"
+    assert config["objective"]["alignment"]["layer_selector"]["score"] == "hidden"
+    assert [config["objective"][k] for k in ("ce_weight", "ta_weight", "alignment_weight")] == [0.5, 0.3, 0.2]
+    assert config["temperature"] == 5.0 and config["objective"]["selector"]["ratio"] == 0.5
+    assert config["optimizer"]["learn_rate"] == 2e-5
