@@ -54,6 +54,7 @@ def distill_cli(
     """Distil a teacher into a student. DOCS (spaCy v4): https://spacy.io/api/cli#distill"""
     if verbose:
         util.logger.setLevel(logging.DEBUG)
+        logging.getLogger("spacy_dekd").setLevel(logging.DEBUG)
     overrides = parse_config_overrides(ctx.args)
     import_code(code_path)
     setup_gpu(use_gpu)

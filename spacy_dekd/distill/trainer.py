@@ -245,6 +245,7 @@ class DistillTrainer:
                 record["teacher_queries"] = run.teacher.cache.n_forward
                 record["assistant_queries"] = run.assistant.cache.n_forward if run.assistant else 0
                 state.history.append(record)
+                logger.debug("step %d: %s", state.step, record)
                 if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
                     score, scores = evaluate()
                     record.update(score=score, scores=scores)

@@ -198,7 +198,7 @@ class TransformerTextCategorizer(TrainablePipe):
         eps = 1e-7
         n = max(len(examples), 1)
         if self.exclusive_classes:
-            loss = -(truths * xp.log(probs + eps)).sum() / n
+            loss = -(truths * xp.log(probs + eps)).sum() / n  # rows without gold are all 0
         else:
             bce = -(truths * xp.log(probs + eps) + (1 - truths) * xp.log(1 - probs + eps))
             loss = (bce * not_missing).sum() / n
@@ -209,6 +209,8 @@ class TransformerTextCategorizer(TrainablePipe):
         truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
         not_missing = numpy.ones((len(examples), len(self.labels)), dtype="f")
         for i, eg in enumerate(examples):
+            if self.exclusive_classes and not eg.reference.cats:
+                not_missing[i] = 0.0  # no gold class: no gradient from this doc
             for j, label in enumerate(self.labels):
                 if label in eg.reference.cats:
                     truths[i, j] = eg.reference.cats[label]

@@ -195,3 +195,13 @@ def test_corrupt_pipeline_directory(trained, tmp_path):
     shutil.rmtree(tmp_path / "pipe" / "textcat" / "model")
     with pytest.raises(ValueError, match="incomplete"):
         spacy.load(tmp_path / "pipe")
+
+
+def test_docs_without_gold_give_no_gradient(trained):
+    pipe = trained.get_pipe("textcat")
+    docs = [trained.make_doc("good"), trained.make_doc("bad")]
+    examples = [Example.from_dict(docs[0], {"cats": {"positive": 1.0, "negative": 0.0}}), Example(docs[1], docs[1].copy())]
+    scores = pipe.model.ops.asarray([[0.0, 1.0], [2.0, -1.0]], dtype="f")
+    _, d_logits = pipe.get_loss(examples, scores)
+    assert d_logits[1].tolist() == [0.0, 0.0]
+    assert abs(float(d_logits[0].sum())) < 1e-6 and float(abs(d_logits[0]).sum()) > 0
