@@ -30,7 +30,7 @@ def main(argv: List[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         venv.create(tmp, with_pip=True)
         python = str(Path(tmp) / "bin" / "python")
-        pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        pip = [python, "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
         steps = [
             pip + [TORCH],
             pip + ["--find-links", str(args.find_links.resolve()), str(archives[-1].resolve())],
