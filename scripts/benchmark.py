@@ -1,7 +1,8 @@
 """Throughput, size and accuracy of pipelines, side by side in one process.
 
-Each pipeline runs `nlp.pipe` over the same texts (one warm-up pass, then
-the best of `--repeats` timed passes); words/s counts spaCy tokens. Prints a
+Each pipeline runs `nlp.pipe` over the same texts: a warm-up, then
+`--repeats` rounds that time every pipeline once in turn; the best pass of
+each counts. Words/s counts spaCy tokens. Prints a
 table with the ratio of each pipeline's words/s to the first one's.
 
     python scripts/benchmark.py corpus/movies/test.spacy \\
@@ -32,16 +33,11 @@ def n_parameters(nlp) -> int:
     return total
 
 
-def words_per_second(nlp, texts: List[str], *, batch_size: int, repeats: int) -> float:
-    n_words = sum(len(doc) for doc in nlp.tokenizer.pipe(texts))
-    list(nlp.pipe(texts[: batch_size * 2], batch_size=batch_size))  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in nlp.pipe(texts, batch_size=batch_size):
-            pass
-        best = min(best, time.perf_counter() - start)
-    return n_words / best
+def time_pass(nlp, texts: List[str], *, batch_size: int) -> float:
+    start = time.perf_counter()
+    for _ in nlp.pipe(texts, batch_size=batch_size):
+        pass
+    return time.perf_counter() - start
 
 
 def main(argv: List[str]) -> int:
@@ -50,7 +46,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("pipelines", nargs="+", help="name=path, the first is the reference")
     parser.add_argument("--n-texts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -58,20 +54,31 @@ def main(argv: List[str]) -> int:
         spacy.require_gpu(args.gpu_id)
     docs = list(DocBin().from_disk(args.data).get_docs(spacy.blank("en").vocab))[: args.n_texts]
     texts = [doc.text for doc in docs]
+    pipelines = {}
     results: Dict[str, Dict] = {}
     for item in args.pipelines:
         name, _, path = item.partition("=")
         nlp = spacy.load(path)
         module = next(pipe.shim.module for _, pipe in nlp.pipeline if hasattr(pipe, "shim"))
+        pipelines[name] = nlp
         results[name] = {
             "path": path,
             "layers": module.n_layers,
             "width": module.width,
             "parameters": n_parameters(nlp),
             "size_mb": dir_size(Path(path)) / 1e6,
-            "words_per_second": words_per_second(nlp, texts, batch_size=args.batch_size, repeats=args.repeats),
         }
-        print(f"  {name}: {results[name]['words_per_second']:.0f} words/s", flush=True)
+        list(nlp.pipe(texts[: args.batch_size * 2], batch_size=args.batch_size))  # warm-up
+    n_words = sum(len(doc) for doc in spacy.blank("en").tokenizer.pipe(texts))
+    # Round robin: every repeat times each pipeline once, so all of them see
+    # the same machine conditions; the best pass of each counts.
+    best = {name: float("inf") for name in pipelines}
+    for repeat in range(args.repeats):
+        for name, nlp in pipelines.items():
+            best[name] = min(best[name], time_pass(nlp, texts, batch_size=args.batch_size))
+        print(f"  round {repeat + 1}: " + ", ".join(f"{n} {n_words / t:.0f} words/s" for n, t in best.items()), flush=True)
+    for name in pipelines:
+        results[name]["words_per_second"] = n_words / best[name]
     reference = results[next(iter(results))]["words_per_second"]
     print("\n| pipeline | layers | parameters | size on disk | words/s | speed-up |\n|---|---|---|---|---|---|")
     for name, r in results.items():
