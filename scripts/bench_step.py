@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from spacy import util
 
-from spacy_dekd.distill.trainer import DistillTrainer
-from spacy_dekd.registry import registry
+from spacy_dekd.distill.trainer import DistillTrainer, resolve_distillation
 
 
 def plain_step(student, teacher, tokenizer, texts, gold, optimizer, scheduler, *, tau, max_length):
@@ -60,9 +59,7 @@ def main(argv: List[str]) -> int:
     teacher = spacy.load(args.teacher)
     config = util.load_config(args.config, overrides=overrides, interpolate=False)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
-    T = registry.resolve(nlp.config.interpolate()["distillation"], validate=True)
-    T.setdefault("dev_corpus", nlp.config["training"]["dev_corpus"])
-    T.setdefault("score_weights", nlp.config["training"]["score_weights"])
+    T = resolve_distillation(nlp)
     trainer = DistillTrainer(nlp, teacher, None, T)
     run = trainer.prepare()
     pipe = trainer.student_pipe

@@ -24,8 +24,7 @@ from spacy.cli._util import (
 from thinc.api import fix_random_seed
 from wasabi import color, msg
 
-from ..distill.trainer import DistillationError
-from ..registry import registry
+from ..distill.trainer import DistillationError, resolve_distillation
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
 (or any objective of spacy_dekd's registries). The student config has a
@@ -97,11 +96,9 @@ def distill(
         msg.info(f"Saving to output directory: {output_path}")
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
-        T = registry.resolve(nlp.config.interpolate()["distillation"], validate=True)
+        T = resolve_distillation(nlp)
     if T["seed"] is not None:
         fix_random_seed(T["seed"])
-    T.setdefault("dev_corpus", nlp.config["training"]["dev_corpus"])
-    T.setdefault("score_weights", nlp.config["training"]["score_weights"])
     trainer_cls = T["trainer"]
     trainer = trainer_cls(nlp, teacher, assistant, T, output_path=output_path, stdout=sys.stdout)
     _, metrics = trainer(resume=resume)

@@ -413,6 +413,18 @@ class DistillTrainer:
         return state
 
 
+def resolve_distillation(nlp: Language) -> Dict[str, Any]:
+    """The resolved `[distillation]` block of a student pipeline's config,
+    with the dev corpus and score weights of its `[training]` block, as in
+    spaCy v4.
+    """
+    config = nlp.config.interpolate()
+    T = registry.resolve(config["distillation"], validate=True)
+    T.setdefault("dev_corpus", config["training"]["dev_corpus"])
+    T.setdefault("score_weights", config["training"]["score_weights"])
+    return T
+
+
 def _get_pipe(nlp: Language, name: str, role: str) -> Any:
     if name not in nlp.pipe_names:
         raise DistillationError(f"The {role} pipeline has no component '{name}' (it has {nlp.pipe_names}): fix student_to_teacher.")
