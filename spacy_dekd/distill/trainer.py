@@ -207,10 +207,10 @@ class DistillTrainer:
         ids = torch.tensor(batch_ids)
         out = self.student_pipe.forward(docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden)
         plan = self.objective.plan(out.logits)
-        t_out = run.teacher.cache.get(ids[plan.teacher_query.cpu()], self._forward_fn(run.teacher, run.examples, with_hidden))
+        t_out = self._query(run.teacher, run.examples, ids, plan.teacher_query, out.logits, hidden=with_hidden)
         a_out = None
         if run.assistant is not None:
-            a_out = run.assistant.cache.get(ids[plan.assistant_query.cpu()], self._forward_fn(run.assistant, run.examples, False))
+            a_out = self._query(run.assistant, run.examples, ids, plan.assistant_query, out.logits, hidden=False)
         gold, mask = self._gold(batch, list(self.student_pipe.labels), out.logits.device)
         terms = self.objective(out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head())
         self._check_finite(terms, step)
@@ -279,12 +279,21 @@ class DistillTrainer:
         for batch in self.T["batcher"]([examples[i] for i in order]):
             yield [position[id(eg)] for eg in batch]
 
-    def _forward_fn(self, frozen: Frozen, examples: List[Example], hidden: bool):
-        def forward(ids: torch.Tensor) -> TeacherOutput:
-            docs = docs_with_pairs([examples[i] for i in ids.tolist()])
+    def _query(
+        self, frozen: Frozen, examples: List[Example], ids: torch.Tensor, rows: torch.Tensor,
+        like: torch.Tensor, *, hidden: bool,
+    ) -> TeacherOutput:
+        """A frozen model's outputs for some rows of the batch, from its cache.
+        No rows (TAKD's teacher, a batch routed wholly to one side) is no query.
+        """
+        if rows.numel() == 0:
+            return TeacherOutput(logits=like.detach().new_zeros((0, like.shape[1])))
+
+        def forward(corpus_ids: torch.Tensor) -> TeacherOutput:
+            docs = docs_with_pairs([examples[i] for i in corpus_ids.tolist()])
             return teacher_forward(frozen.pipe, docs, hidden=hidden)
 
-        return forward
+        return frozen.cache.get(ids[rows.cpu()], forward)
 
     def _teacher_head(self) -> Optional[torch.nn.Module]:
         module = getattr(getattr(self.teacher_pipe, "shim", None), "module", None)

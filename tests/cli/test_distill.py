@@ -158,6 +158,27 @@ def test_resume_continues_from_the_checkpoint(models, toy_data, tmp_path):
     assert second["teacher_forward_passes"] >= first["teacher_forward_passes"]
 
 
+def test_takd_queries_only_the_assistant(models, toy_data, tmp_path):
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 4})
+    metrics = distill(
+        str(models["teacher"]), ROOT / "configs" / "takd.cfg", tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    assert metrics["teacher_forward_passes"] == 0
+    assert metrics["assistant_forward_passes"] == 4 * 16
+
+
+def test_batches_of_one_route_nothing_to_the_assistant(models, toy_data, tmp_path):
+    # k = ceil(0.5 * 1) = 1 row: the teacher takes it, the assistant gets none.
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 3, "distillation.batcher.size": 1})
+    metrics = distill(
+        str(models["teacher"]), student_config(tmp_path), tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    assert metrics["steps"] == 3 and metrics["teacher_forward_passes"] == 3
+    assert metrics["assistant_forward_passes"] == 0
+
+
 # Bad input: one line, non-zero exit, nothing lost.
 
 
