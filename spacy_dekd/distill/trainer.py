@@ -160,8 +160,10 @@ class DistillTrainer:
             for module in student.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = float(T["dropout"])
-        if T["mixed_precision"]:
-            self.student_pipe.shim._mixed_precision = True
+        if T["mixed_precision"]:  # student, teacher and assistant alike
+            for pipe in (self.student_pipe, self.teacher_pipe, self.assistant_pipe):
+                if isinstance(pipe, TransformerTextCategorizer):
+                    pipe.shim.set_mixed_precision(True)
         teacher_width = student.width
         teacher_module = getattr(getattr(self.teacher_pipe, "shim", None), "module", None)
         if teacher_module is not None:

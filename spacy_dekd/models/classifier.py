@@ -249,6 +249,10 @@ class TransformerClassifierShim(PyTorchShim):
         output.logits = output.logits.float()
         return output
 
+    def set_mixed_precision(self, enabled: bool) -> None:
+        """Autocast forward passes on a GPU (ignored on the CPU)."""
+        self._mixed_precision = enabled
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self._mixed_precision and self.device.type == "cuda":
             dtype = getattr(torch, self.mixed_precision_dtype)
