@@ -22,15 +22,21 @@ class QueryPlan:
     """Row indices into the batch, each ascending.
 
     selected: the rows the instance selector kept (Eq. 4).
-    teacher_rows / assistant_rows: the selected rows routed to each (Eq. 6).
-    teacher_query: the rows the teacher must see: the selected rows when
-        alignment is on (Eq. 8–9 need its hidden states), else teacher_rows.
+    teacher_rows / assistant_rows: the rows that learn from each in L_TA:
+        the selected rows routed to each (Eq. 6), and on the teacher's side
+        also `reused` rows.
+    teacher_query: the rows whose teacher outputs the loss reads: the
+        selected rows when alignment is on (Eq. 8–9 need its hidden
+        states), else the routed teacher rows; plus `reused`.
+    reused: unselected rows whose teacher outputs are already cached, when
+        the objective reuses them (no forward pass: the teacher is frozen).
     """
 
     selected: torch.Tensor
     teacher_rows: torch.Tensor
     assistant_rows: torch.Tensor
     teacher_query: torch.Tensor
+    reused: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def assistant_query(self) -> torch.Tensor:
@@ -60,6 +66,9 @@ class DeKDObjective:
     alignment (Optional[LayerAlignmentLoss]): Eq. 8–9; None switches it off.
     cross_entropy (LossFn): Eq. 2.
     ce_weight, ta_weight, alignment_weight (float): λ1, λ2, λ3.
+    reuse_teacher_outputs (bool): Unselected rows whose teacher outputs are
+        cached from an earlier epoch join the teacher's side of L_TA. Costs
+        no teacher query; a deviation from Eq. 7 (see `make_dekd_v1`).
     """
 
     def __init__(
@@ -72,6 +81,7 @@ class DeKDObjective:
         ce_weight: float,
         ta_weight: float,
         alignment_weight: float,
+        reuse_teacher_outputs: bool = False,
     ) -> None:
         self.selector = selector
         self.teacher_assistant = teacher_assistant
@@ -80,6 +90,7 @@ class DeKDObjective:
         self.ce_weight = ce_weight
         self.ta_weight = ta_weight
         self.alignment_weight = alignment_weight
+        self.reuse_teacher_outputs = reuse_teacher_outputs
         self.multilabel = False
 
     @property
@@ -109,19 +120,29 @@ class DeKDObjective:
     def projections(self) -> Optional[nn.Module]:
         return None if self.alignment is None else self.alignment.projections
 
-    def plan(self, student_logits: torch.Tensor) -> QueryPlan:
+    def plan(self, student_logits: torch.Tensor, teacher_known: Optional[torch.Tensor] = None) -> QueryPlan:
         """Select (Eq. 4–5) and route (Eq. 6) on the student's current,
         detached predictions.
+
+        teacher_known (Optional[torch.Tensor]): (N,) bool, the rows whose
+            teacher outputs are cached; read only when reusing them.
         """
         logits = student_logits.detach()
         selected = self.selector(logits, multilabel=self.multilabel)  # (k,)
         to_teacher, to_assistant = self.teacher_assistant.route(
             logits[selected], multilabel=self.multilabel
         )
-        teacher_rows = selected[to_teacher]
-        assistant_rows = selected[to_assistant]
+        teacher_rows = selected[to_teacher].sort().values
+        assistant_rows = selected[to_assistant].sort().values
         teacher_query = selected if self.needs_hidden_states else teacher_rows
-        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query)
+        reused = selected.new_zeros((0,))
+        if self.reuse_teacher_outputs and teacher_known is not None:
+            unselected = torch.ones(logits.shape[0], dtype=torch.bool)
+            unselected[selected.cpu()] = False
+            reused = torch.nonzero(unselected & teacher_known.cpu().bool()).flatten().to(selected.device)
+            teacher_rows = torch.cat([teacher_rows, reused]).sort().values
+            teacher_query = torch.cat([teacher_query, reused]).sort().values
+        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query, reused)
 
     def __call__(
         self,
@@ -163,10 +184,12 @@ class DeKDObjective:
         if self.alignment is not None:
             if student.hidden_states is None or teacher.hidden_states is None:
                 raise ValueError("Layer alignment needs the hidden states of student and teacher.")
-            # Both in the order of plan.selected (== plan.teacher_query here).
-            layers = self.alignment.pick_layers(teacher.hidden_states, head=teacher_head)
+            # Over the selected rows (Eq. 8–9), in the order of plan.selected.
+            s_pos = _positions(plan.teacher_query, plan.selected)
+            teacher_hidden = [h[s_pos] for h in teacher.hidden_states]
+            layers = self.alignment.pick_layers(teacher_hidden, head=teacher_head)
             student_hidden = [h[plan.selected] for h in student.hidden_states]
-            da = self.alignment(student_hidden, teacher.hidden_states, layers)
+            da = self.alignment(student_hidden, teacher_hidden, layers)
             total = total + self.alignment_weight * da
             terms["da"] = float(da.detach())
         return LossTerms(total=total, terms=terms, teacher_layers=layers)
@@ -186,6 +209,7 @@ def make_dekd_v1(
     ce_weight: float = 0.5,
     ta_weight: float = 0.3,
     alignment_weight: float = 0.2,
+    reuse_teacher_outputs: bool = False,
 ) -> DeKDObjective:
     """Eq. 10: λ1·CE + λ2·L_TA + λ3·L_DA. Vanilla KD, BERT-PKD, TAKD and the
     ablations are settings of this one objective (configs/).
@@ -198,6 +222,12 @@ def make_dekd_v1(
     ce_weight (float): λ1.
     ta_weight (float): λ2.
     alignment_weight (float): λ3; 0 switches alignment off.
+    reuse_teacher_outputs (bool): Let unselected rows whose teacher outputs
+        are already cached (a frozen teacher's outputs never change) learn
+        from them on the teacher's side of L_TA. Not in the paper, which
+        shows the teacher's outputs to the selected rows only: it spends no
+        extra teacher query, and it is what a data-efficient KD would do
+        with outputs it has already paid for. Measured in README.md.
     """
     for name, value in (("ce_weight", ce_weight), ("ta_weight", ta_weight), ("alignment_weight", alignment_weight)):
         if value < 0:
@@ -210,4 +240,5 @@ def make_dekd_v1(
         ce_weight=ce_weight,
         ta_weight=ta_weight,
         alignment_weight=alignment_weight,
+        reuse_teacher_outputs=reuse_teacher_outputs,
     )

@@ -208,7 +208,7 @@ class DistillTrainer:
         batch = [run.examples[j] for j in batch_ids]
         ids = torch.tensor(batch_ids)
         out = self.student_pipe.forward(docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden)
-        plan = self.objective.plan(out.logits)
+        plan = self.objective.plan(out.logits, teacher_known=run.teacher.cache.filled[ids])
         t_out = self._query(run.teacher, run.examples, ids, plan.teacher_query, out.logits, hidden=with_hidden)
         a_out = None
         if run.assistant is not None:

@@ -213,3 +213,47 @@ def test_vanilla_kd_plan_queries_every_row_of_the_teacher_only():
     assert plan.assistant_query.numel() == 0
     assert not objective.uses_assistant and not objective.needs_hidden_states
     assert isinstance(plan, QueryPlan)
+
+
+def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
+    torch.manual_seed(1)
+    n, c, d = 8, 2, 4
+    kl = make_kl_divergence_v1(temperature=2.0)
+    objective = make_dekd_v1(
+        selector=make_entropy_selector_v1(ratio=0.5),
+        teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
+        cross_entropy=cross_entropy,
+        alignment=make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction="mean"),
+        alignment_weight=0.2,
+        reuse_teacher_outputs=True,
+    )
+    objective.initialize(multilabel=False, n_student_layers=1, student_width=d, teacher_width=d)
+    # Rows 0-3 near certain, 4-7 uncertain: entropy picks 4-7.
+    logits = torch.tensor([[5.0, -5.0], [-4.0, 4.0], [6.0, -6.0], [-5.0, 5.0],
+                           [0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.0, 0.05]], requires_grad=True)
+    known = torch.tensor([True, False, True, False, False, True, False, False])
+    plan = objective.plan(logits, teacher_known=known)
+    assert plan.selected.tolist() == [4, 5, 6, 7]
+    assert plan.reused.tolist() == [0, 2]  # known and unselected; row 5 is selected anyway
+    # Of the selected, the certain half (largest |margin|: rows 6, 5) goes to
+    # the teacher, the rest to the assistant; reused rows join the teacher's.
+    assert plan.teacher_rows.tolist() == [0, 2, 5, 6]
+    assert plan.assistant_rows.tolist() == [4, 7]
+    assert plan.teacher_query.tolist() == [0, 2, 4, 5, 6, 7]  # selected (alignment) + reused
+
+    teacher_all, assistant_all = torch.randn(n, c), torch.randn(n, c)
+    hidden_all = [torch.randn(n, d)]
+    student_hidden = [torch.randn(n, d, requires_grad=True)]
+    teacher = TeacherOutput(teacher_all[plan.teacher_query], [h[plan.teacher_query] for h in hidden_all])
+    assistant = TeacherOutput(assistant_all[plan.assistant_query])
+    gold = torch.nn.functional.one_hot(torch.arange(n) % c, c).float()
+    out = objective(ClassifierOutput(logits, student_hidden), gold, plan, teacher, assistant)
+
+    t_rows = plan.teacher_rows
+    ta = kl(logits[t_rows], teacher_all[t_rows]) + kl(logits[plan.assistant_rows], assistant_all[plan.assistant_rows])
+    da = layer_alignment([student_hidden[0][plan.selected]], [hidden_all[0][plan.selected]], reduction="mean")
+    expected = 0.5 * cross_entropy(logits, gold) + 0.3 * ta + 0.2 * da
+    assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
+    # Without the setting, nothing is reused.
+    objective.reuse_teacher_outputs = False
+    assert objective.plan(logits, teacher_known=known).reused.numel() == 0
