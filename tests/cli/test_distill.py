@@ -114,7 +114,8 @@ def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
     assert metrics["assistant_forward_passes"] > 0
 
 
-def test_teacher_is_queried_at_most_once_per_example(models, toy_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reuse", [False, True])
+def test_teacher_is_queried_at_most_once_per_example(models, toy_data, tmp_path, monkeypatch, reuse):
     seen = {"teacher": [], "assistant": []}
     original = trainer_module.teacher_forward
 
@@ -129,7 +130,7 @@ def test_teacher_is_queried_at_most_once_per_example(models, toy_data, tmp_path,
         student_config(tmp_path),
         tmp_path / "out",
         assistant_path=str(models["assistant"]),
-        overrides=overrides(toy_data, models["narrow"]),
+        overrides={**overrides(toy_data, models["narrow"]), "distillation.objective.reuse_teacher_outputs": reuse},
     )
     n = metrics["examples"]
     assert len(seen["teacher"]) == metrics["teacher_forward_passes"] <= n
