@@ -25,9 +25,10 @@ class QueryPlan:
     teacher_rows / assistant_rows: the rows that learn from each in L_TA:
         the selected rows routed to each (Eq. 6), and on the teacher's side
         also `reused` rows.
+    aligned: the rows layer alignment runs over (Eq. 8–9): the selected
+        rows, or only those routed to the teacher; empty when it is off.
     teacher_query: the rows whose teacher outputs the loss reads: the
-        selected rows when alignment is on (Eq. 8–9 need its hidden
-        states), else the routed teacher rows; plus `reused`.
+        teacher rows and the aligned rows.
     reused: unselected rows whose teacher outputs are already cached, when
         the objective reuses them (no forward pass: the teacher is frozen).
     """
@@ -36,6 +37,7 @@ class QueryPlan:
     teacher_rows: torch.Tensor
     assistant_rows: torch.Tensor
     teacher_query: torch.Tensor
+    aligned: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     reused: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
@@ -69,6 +71,8 @@ class DeKDObjective:
     reuse_teacher_outputs (bool): Unselected rows whose teacher outputs are
         cached from an earlier epoch join the teacher's side of L_TA. Costs
         no teacher query; a deviation from Eq. 7 (see `make_dekd_v1`).
+    align_rows (str): "selected" (Eq. 8–9) or "teacher": align only the
+        rows routed to the teacher, which then sees no other row.
     """
 
     def __init__(
@@ -82,7 +86,10 @@ class DeKDObjective:
         ta_weight: float,
         alignment_weight: float,
         reuse_teacher_outputs: bool = False,
+        align_rows: str = "selected",
     ) -> None:
+        if align_rows not in ("selected", "teacher"):
+            raise ValueError(f"align_rows must be 'selected' or 'teacher', got '{align_rows}'.")
         self.selector = selector
         self.teacher_assistant = teacher_assistant
         self.alignment = alignment if alignment_weight > 0 else None
@@ -91,6 +98,7 @@ class DeKDObjective:
         self.ta_weight = ta_weight
         self.alignment_weight = alignment_weight
         self.reuse_teacher_outputs = reuse_teacher_outputs
+        self.align_rows = align_rows
         self.multilabel = False
 
     @property
@@ -134,15 +142,17 @@ class DeKDObjective:
         )
         teacher_rows = selected[to_teacher].sort().values
         assistant_rows = selected[to_assistant].sort().values
-        teacher_query = selected if self.needs_hidden_states else teacher_rows
+        aligned = selected.new_zeros((0,))
+        if self.needs_hidden_states:
+            aligned = selected if self.align_rows == "selected" else teacher_rows
         reused = selected.new_zeros((0,))
         if self.reuse_teacher_outputs and teacher_known is not None:
             unselected = torch.ones(logits.shape[0], dtype=torch.bool)
             unselected[selected.cpu()] = False
             reused = torch.nonzero(unselected & teacher_known.cpu().bool()).flatten().to(selected.device)
             teacher_rows = torch.cat([teacher_rows, reused]).sort().values
-            teacher_query = torch.cat([teacher_query, reused]).sort().values
-        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query, reused)
+        teacher_query = torch.cat([teacher_rows, aligned]).unique(sorted=True)
+        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query, aligned, reused)
 
     def __call__(
         self,
@@ -181,14 +191,15 @@ class DeKDObjective:
         total = self.ce_weight * ce + self.ta_weight * ta
         terms = {"ce": float(ce.detach()), "ta": float(ta.detach())}
         layers = None
-        if self.alignment is not None:
+        if self.alignment is not None and plan.aligned.numel() == 0:
+            terms["da"] = 0.0  # no row to align in this batch
+        elif self.alignment is not None:
             if student.hidden_states is None or teacher.hidden_states is None:
                 raise ValueError("Layer alignment needs the hidden states of student and teacher.")
-            # Over the selected rows (Eq. 8–9), in the order of plan.selected.
-            s_pos = _positions(plan.teacher_query, plan.selected)
-            teacher_hidden = [h[s_pos] for h in teacher.hidden_states]
+            a_pos = _positions(plan.teacher_query, plan.aligned)
+            teacher_hidden = [h[a_pos] for h in teacher.hidden_states]
             layers = self.alignment.pick_layers(teacher_hidden, head=teacher_head)
-            student_hidden = [h[plan.selected] for h in student.hidden_states]
+            student_hidden = [h[plan.aligned] for h in student.hidden_states]
             da = self.alignment(student_hidden, teacher_hidden, layers)
             total = total + self.alignment_weight * da
             terms["da"] = float(da.detach())
@@ -210,6 +221,7 @@ def make_dekd_v1(
     ta_weight: float = 0.3,
     alignment_weight: float = 0.2,
     reuse_teacher_outputs: bool = False,
+    align_rows: str = "selected",
 ) -> DeKDObjective:
     """Eq. 10: λ1·CE + λ2·L_TA + λ3·L_DA. Vanilla KD, BERT-PKD, TAKD and the
     ablations are settings of this one objective (configs/).
@@ -228,6 +240,9 @@ def make_dekd_v1(
         shows the teacher's outputs to the selected rows only: it spends no
         extra teacher query, and it is what a data-efficient KD would do
         with outputs it has already paid for. Measured in README.md.
+    align_rows (str): "selected": align over every selected row (Eq. 8–9
+        as written), so the teacher sees all k of them; "teacher": only
+        over the rows routed to the teacher, which halves teacher queries.
     """
     for name, value in (("ce_weight", ce_weight), ("ta_weight", ta_weight), ("alignment_weight", alignment_weight)):
         if value < 0:
@@ -241,4 +256,5 @@ def make_dekd_v1(
         ta_weight=ta_weight,
         alignment_weight=alignment_weight,
         reuse_teacher_outputs=reuse_teacher_outputs,
+        align_rows=align_rows,
     )

@@ -257,3 +257,44 @@ def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
     # Without the setting, nothing is reused.
     objective.reuse_teacher_outputs = False
     assert objective.plan(logits, teacher_known=known).reused.numel() == 0
+
+
+def test_dekd_aligning_teacher_rows_only_queries_the_teacher_for_those():
+    torch.manual_seed(2)
+    n, c, d = 8, 2, 4
+    kl = make_kl_divergence_v1(temperature=2.0)
+    objective = make_dekd_v1(
+        selector=make_entropy_selector_v1(ratio=0.5),
+        teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
+        cross_entropy=cross_entropy,
+        alignment=make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction="sum"),
+        alignment_weight=0.2,
+        align_rows="teacher",
+    )
+    objective.initialize(multilabel=False, n_student_layers=1, student_width=d, teacher_width=d)
+    logits = torch.tensor([[5.0, -5.0], [-4.0, 4.0], [6.0, -6.0], [-5.0, 5.0],
+                           [0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.0, 0.05]], requires_grad=True)
+    plan = objective.plan(logits)
+    assert plan.teacher_rows.tolist() == [5, 6] and plan.assistant_rows.tolist() == [4, 7]
+    assert plan.aligned.tolist() == plan.teacher_query.tolist() == [5, 6]
+
+    teacher_all, assistant_all = torch.randn(n, c), torch.randn(n, c)
+    hidden_all = [torch.randn(n, d), torch.randn(n, d)]
+    student_hidden = [torch.randn(n, d, requires_grad=True)]
+    teacher = TeacherOutput(teacher_all[plan.teacher_query], [h[plan.teacher_query] for h in hidden_all])
+    assistant = TeacherOutput(assistant_all[plan.assistant_query])
+    gold = torch.nn.functional.one_hot(torch.arange(n) % c, c).float()
+    out = objective(ClassifierOutput(logits, student_hidden), gold, plan, teacher, assistant)
+    rows = [5, 6]
+    ta = kl(logits[rows], teacher_all[rows]) + kl(logits[[4, 7]], assistant_all[[4, 7]])
+    da = layer_alignment([student_hidden[0][rows]], [hidden_all[1][rows]], reduction="sum")  # uniform: last of 2
+    expected = 0.5 * cross_entropy(logits, gold) + 0.3 * ta + 0.2 * da
+    assert out.teacher_layers == [1]
+    assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="align_rows"):
+        make_dekd_v1(
+            selector=make_entropy_selector_v1(ratio=0.5),
+            teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
+            cross_entropy=cross_entropy,
+            align_rows="all",
+        )
