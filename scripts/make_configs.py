@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 TEACHER_ONLY = {"@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"}
 ASSISTANT_ONLY = {"@dekd_selectors": "spacy-dekd.AssistantOnlyRouter.v1"}
 ALL = {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 1.0}
-NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None}
+NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None, "align_rows": None}
 KD_WEIGHTS = {"ce_weight": 0.5, "ta_weight": 0.5}
 
 # name: (description, {dotted path: value}); None removes a block.
@@ -58,12 +58,13 @@ VARIANTS: Dict[str, Any] = {
     ),
     "pkd": (
         "BERT-PKD (skip): vanilla KD plus alignment to uniformly spaced teacher layers "
-        "(PKD's normalised-vector MSE; β chosen as DeKD's λ3, since PKD's β = 10 on the "
+        "(PKD's normalised-vector loss; β chosen as DeKD's λ3, since PKD's β = 10 on the "
         "summed loss drives the student to chance here, see DESIGN.md).",
         {
             "distillation.objective.selector": ALL,
             "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
             "distillation.objective.alignment.layer_selector": {"@dekd_selectors": "spacy-dekd.UniformLayerSelector.v1"},
+            "distillation.objective": {**KD_WEIGHTS, "align_rows": "selected"},
         },
     ),
     "takd": (
