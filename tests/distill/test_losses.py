@@ -215,7 +215,16 @@ def test_vanilla_kd_plan_queries_every_row_of_the_teacher_only():
     assert isinstance(plan, QueryPlan)
 
 
-def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
+# Rows 0-3 near certain, 4-7 uncertain: entropy at r = 0.5 picks 4-7, and of
+# those the certain half (largest |margin|: rows 5, 6) goes to the teacher.
+SPLIT_LOGITS = [[5.0, -5.0], [-4.0, 4.0], [6.0, -6.0], [-5.0, 5.0],
+                [0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.0, 0.05]]
+
+
+def split_objective(n_teacher_layers, reduction, **settings):
+    """A DeKD objective with `settings` for a one-layer student of width 4,
+    its KL, and random outputs of every model for the 8 rows of SPLIT_LOGITS.
+    """
     torch.manual_seed(1)
     n, c, d = 8, 2, 4
     kl = make_kl_divergence_v1(temperature=2.0)
@@ -223,36 +232,47 @@ def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
         selector=make_entropy_selector_v1(ratio=0.5),
         teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
         cross_entropy=cross_entropy,
-        alignment=make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction="mean"),
+        alignment=make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction=reduction),
         alignment_weight=0.2,
-        reuse_teacher_outputs=True,
+        **settings,
     )
     objective.initialize(multilabel=False, n_student_layers=1, student_width=d, teacher_width=d)
-    # Rows 0-3 near certain, 4-7 uncertain: entropy picks 4-7.
-    logits = torch.tensor([[5.0, -5.0], [-4.0, 4.0], [6.0, -6.0], [-5.0, 5.0],
-                           [0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.0, 0.05]], requires_grad=True)
+    logits = torch.tensor(SPLIT_LOGITS, requires_grad=True)
+    world = {
+        "logits": logits,
+        "teacher": torch.randn(n, c),
+        "assistant": torch.randn(n, c),
+        "teacher_hidden": [torch.randn(n, d) for _ in range(n_teacher_layers)],
+        "student_hidden": [torch.randn(n, d, requires_grad=True)],
+        "gold": torch.nn.functional.one_hot(torch.arange(n) % c, c).float(),
+    }
+    return objective, kl, world
+
+
+def run_plan(objective, world, plan):
+    q = plan.teacher_query
+    teacher = TeacherOutput(world["teacher"][q], [h[q] for h in world["teacher_hidden"]])
+    assistant = TeacherOutput(world["assistant"][plan.assistant_query])
+    student = ClassifierOutput(world["logits"], world["student_hidden"])
+    return objective(student, world["gold"], plan, teacher, assistant)
+
+
+def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
+    objective, kl, w = split_objective(1, "mean", reuse_teacher_outputs=True)
+    logits = w["logits"]
     known = torch.tensor([True, False, True, False, False, True, False, False])
     plan = objective.plan(logits, teacher_known=known)
     assert plan.selected.tolist() == [4, 5, 6, 7]
     assert plan.reused.tolist() == [0, 2]  # known and unselected; row 5 is selected anyway
-    # Of the selected, the certain half (largest |margin|: rows 6, 5) goes to
-    # the teacher, the rest to the assistant; reused rows join the teacher's.
-    assert plan.teacher_rows.tolist() == [0, 2, 5, 6]
+    assert plan.teacher_rows.tolist() == [0, 2, 5, 6]  # routed (5, 6) + reused
     assert plan.assistant_rows.tolist() == [4, 7]
     assert plan.teacher_query.tolist() == [0, 2, 4, 5, 6, 7]  # selected (alignment) + reused
-
-    teacher_all, assistant_all = torch.randn(n, c), torch.randn(n, c)
-    hidden_all = [torch.randn(n, d)]
-    student_hidden = [torch.randn(n, d, requires_grad=True)]
-    teacher = TeacherOutput(teacher_all[plan.teacher_query], [h[plan.teacher_query] for h in hidden_all])
-    assistant = TeacherOutput(assistant_all[plan.assistant_query])
-    gold = torch.nn.functional.one_hot(torch.arange(n) % c, c).float()
-    out = objective(ClassifierOutput(logits, student_hidden), gold, plan, teacher, assistant)
-
-    t_rows = plan.teacher_rows
-    ta = kl(logits[t_rows], teacher_all[t_rows]) + kl(logits[plan.assistant_rows], assistant_all[plan.assistant_rows])
-    da = layer_alignment([student_hidden[0][plan.selected]], [hidden_all[0][plan.selected]], reduction="mean")
-    expected = 0.5 * cross_entropy(logits, gold) + 0.3 * ta + 0.2 * da
+    out = run_plan(objective, w, plan)
+    t_rows, a_rows = plan.teacher_rows, plan.assistant_rows
+    ta = kl(logits[t_rows], w["teacher"][t_rows]) + kl(logits[a_rows], w["assistant"][a_rows])
+    sel = plan.selected
+    da = layer_alignment([w["student_hidden"][0][sel]], [w["teacher_hidden"][0][sel]], reduction="mean")
+    expected = 0.5 * cross_entropy(logits, w["gold"]) + 0.3 * ta + 0.2 * da
     assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
     # Without the setting, nothing is reused.
     objective.reuse_teacher_outputs = False
@@ -260,41 +280,18 @@ def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
 
 
 def test_dekd_aligning_teacher_rows_only_queries_the_teacher_for_those():
-    torch.manual_seed(2)
-    n, c, d = 8, 2, 4
-    kl = make_kl_divergence_v1(temperature=2.0)
-    objective = make_dekd_v1(
-        selector=make_entropy_selector_v1(ratio=0.5),
-        teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
-        cross_entropy=cross_entropy,
-        alignment=make_layer_alignment_v1(make_uniform_layer_selector_v1(), reduction="sum"),
-        alignment_weight=0.2,
-        align_rows="teacher",
-    )
-    objective.initialize(multilabel=False, n_student_layers=1, student_width=d, teacher_width=d)
-    logits = torch.tensor([[5.0, -5.0], [-4.0, 4.0], [6.0, -6.0], [-5.0, 5.0],
-                           [0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.0, 0.05]], requires_grad=True)
+    objective, kl, w = split_objective(2, "sum", align_rows="teacher")
+    logits = w["logits"]
     plan = objective.plan(logits)
     assert plan.teacher_rows.tolist() == [5, 6] and plan.assistant_rows.tolist() == [4, 7]
     assert plan.aligned.tolist() == plan.teacher_query.tolist() == [5, 6]
-
-    teacher_all, assistant_all = torch.randn(n, c), torch.randn(n, c)
-    hidden_all = [torch.randn(n, d), torch.randn(n, d)]
-    student_hidden = [torch.randn(n, d, requires_grad=True)]
-    teacher = TeacherOutput(teacher_all[plan.teacher_query], [h[plan.teacher_query] for h in hidden_all])
-    assistant = TeacherOutput(assistant_all[plan.assistant_query])
-    gold = torch.nn.functional.one_hot(torch.arange(n) % c, c).float()
-    out = objective(ClassifierOutput(logits, student_hidden), gold, plan, teacher, assistant)
+    out = run_plan(objective, w, plan)
     rows = [5, 6]
-    ta = kl(logits[rows], teacher_all[rows]) + kl(logits[[4, 7]], assistant_all[[4, 7]])
-    da = layer_alignment([student_hidden[0][rows]], [hidden_all[1][rows]], reduction="sum")  # uniform: last of 2
-    expected = 0.5 * cross_entropy(logits, gold) + 0.3 * ta + 0.2 * da
+    ta = kl(logits[rows], w["teacher"][rows]) + kl(logits[[4, 7]], w["assistant"][[4, 7]])
+    # uniform with M = 1 of 2 teacher layers: the last
+    da = layer_alignment([w["student_hidden"][0][rows]], [w["teacher_hidden"][1][rows]], reduction="sum")
+    expected = 0.5 * cross_entropy(logits, w["gold"]) + 0.3 * ta + 0.2 * da
     assert out.teacher_layers == [1]
     assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="align_rows"):
-        make_dekd_v1(
-            selector=make_entropy_selector_v1(ratio=0.5),
-            teacher_assistant=make_teacher_assistant_kl_v1(make_entropy_split_router_v1(), kl),
-            cross_entropy=cross_entropy,
-            align_rows="all",
-        )
+        split_objective(2, "sum", align_rows="all")
