@@ -242,7 +242,10 @@ def make_dekd_v1(
         with outputs it has already paid for. Measured in README.md.
     align_rows (str): "selected": align over every selected row (Eq. 8–9
         as written), so the teacher sees all k of them; "teacher": only
-        over the rows routed to the teacher, which halves teacher queries.
+        over the rows routed to the teacher, which halves the rows the
+        teacher is asked about per batch.
+    The argument defaults are the paper's; configs/dekd.cfg holds this
+    project's measured defaults (README.md).
     """
     for name, value in (("ce_weight", ce_weight), ("ta_weight", ta_weight), ("alignment_weight", alignment_weight)):
         if value < 0:
