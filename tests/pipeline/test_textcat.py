@@ -11,6 +11,8 @@ from thinc.api import Adam
 
 from spacy_dekd.corpus import DatasetCorpus, make_docs
 from spacy_dekd.models import get_shim
+from spacy_dekd.models import classifier
+from spacy_dekd.models.classifier import length_buckets
 from spacy_dekd.models.pytorch import layer_list
 
 from ..conftest import write_jsonl
@@ -158,6 +160,36 @@ def test_forward_returns_logits_and_hidden_states_in_one_pass(trained):
     assert len(calls) == 1
     assert out.logits.shape == (2, 2)
     assert len(out.hidden_states) == module.n_layers
+
+
+def test_length_buckets():
+    lengths = [9, 3, 30, 4, 3, 10, 64]
+    buckets = length_buckets(lengths, 30)
+    # Shortest first, each as large as fits 30 padded positions.
+    assert buckets == [[1, 4, 3], [0, 5], [2], [6]]
+    assert sorted(i for rows in buckets for i in rows) == list(range(len(lengths)))
+    assert all(len(rows) == 1 or len(rows) * max(lengths[i] for i in rows) <= 30 for rows in buckets)
+    assert length_buckets([], 30) == []
+
+
+def test_inference_in_length_pieces_equals_one_padded_batch(trained, monkeypatch):
+    # Rows of very different lengths, so a small budget cuts the batch into
+    # several pieces; logits and hidden states come back in the docs' order.
+    texts = ["good", "a very long and rather dull plot " * 6, "bad movie", "great", "the film was great fun"]
+    docs = make_docs(trained, texts)
+    shim = get_shim(trained.get_pipe("textcat").model)
+    shim.module.eval()
+    with torch.inference_mode():
+        whole = shim.module(**shim.tokenize(docs), output_hidden_states=True)
+    monkeypatch.setattr(classifier, "CPU_PIECE_TOKENS", 16)
+    calls = []
+    handle = shim.module.encoder.register_forward_hook(lambda *args: calls.append(1))
+    pieces = shim.run(docs, is_train=False, output_hidden_states=True)
+    handle.remove()
+    assert len(calls) > 2
+    torch.testing.assert_close(pieces.logits, whole.logits, atol=1e-5, rtol=1e-4)
+    for a, b in zip(pieces.hidden_states, whole.hidden_states):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 # Bad input
