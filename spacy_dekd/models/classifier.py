@@ -32,10 +32,10 @@ WEIGHTS_NAME = "model.safetensors"
 SETTINGS_NAME = "classifier.json"
 ENCODER_CONFIG_NAME = "config.json"
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-# Padded positions per piece of an inference batch (see `length_buckets`). On a
-# CPU small pieces cost nothing extra (MPNet, movie sentences, batch 64: 512 was
-# the fastest of 256-2048, 1.6x the words/s of one piece); on a GPU pieces stay
-# large, since there the number of kernel launches counts.
+# Padded positions per piece of a batch (see `length_buckets`). On a CPU small
+# pieces cost nothing extra (MPNet, movie sentences, batch 64: 512 was the
+# fastest of 256-2048 at inference, 1.6x the words/s of one piece); on a GPU
+# pieces stay large, since there the number of kernel launches counts.
 CPU_PIECE_TOKENS = 512
 GPU_PIECE_TOKENS = 16384
 
@@ -277,11 +277,13 @@ class TransformerClassifierShim(PyTorchShim):
         """One forward pass over the docs: logits and, when asked, every layer's
         first-token state, with gradients when `is_train`.
 
-        Without gradients the batch is cut into pieces of similar length
-        (`length_buckets`), each padded to its own longest: the encoder's cost
-        follows the padded positions, and short texts of mixed lengths padded
-        to one longest (on the movie sentences, 2.0 padded positions per real
-        one in batches of 64) waste half of it. The rows come back in order.
+        The batch is cut into pieces of similar length (`length_buckets`),
+        each padded to its own longest, and the rows come back in order. The
+        encoder's cost follows the padded positions, and short texts of mixed
+        lengths padded to one longest waste half of it (the movie sentences:
+        2.0 padded positions per real one in batches of 64). The rows of a
+        transformer encoder do not interact, so this changes no output and,
+        in training, no gradient: the loss still sees the whole batch.
         """
         if self._model is None:
             raise ValueError(
@@ -291,19 +293,15 @@ class TransformerClassifierShim(PyTorchShim):
         module = self._model
         module.train(is_train)
         encoded = self.encode(docs)
-        if is_train:
-            with torch.enable_grad(), self.autocast():
-                output = module(**self.pad(encoded), output_hidden_states=output_hidden_states)
-            output.logits = output.logits.float()
-            return output
         max_tokens = CPU_PIECE_TOKENS if self.device.type == "cpu" else GPU_PIECE_TOKENS
         buckets = length_buckets([len(ids) for ids in encoded["input_ids"]], max_tokens)
-        with torch.inference_mode(), self.autocast():
+        grad = torch.enable_grad() if is_train else torch.inference_mode()
+        with grad, self.autocast():
             pieces = [
                 module(**self.pad(encoded, rows), output_hidden_states=output_hidden_states)
                 for rows in buckets
             ]
-        output = _restore_order(pieces, buckets)
+            output = _restore_order(pieces, buckets)
         output.logits = output.logits.float()
         return output
 

@@ -192,6 +192,31 @@ def test_inference_in_length_pieces_equals_one_padded_batch(trained, monkeypatch
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_training_in_length_pieces_gives_the_gradient_of_one_batch(bert_dir, toy_data, monkeypatch):
+    nlp = make_nlp(bert_dir)
+    nlp.initialize(lambda: DatasetCorpus(toy_data["train"])(nlp))
+    shim = get_shim(nlp.get_pipe("textcat").model)
+    for module in shim.module.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # the same forward twice
+    docs = make_docs(nlp, ["good", "a very long and rather dull plot " * 6, "bad movie", "great fun"])
+    weights = torch.tensor([1.0, -2.0, 3.0, 0.5])
+
+    def gradient():
+        shim.module.zero_grad()
+        output = shim.run(docs, is_train=True, output_hidden_states=True)
+        loss = (output.logits[:, 1] * weights).sum() + output.hidden_states[0].pow(2).sum()
+        loss.backward()
+        return [p.grad.clone() for p in shim.module.parameters() if p.grad is not None]
+
+    whole = gradient()
+    monkeypatch.setattr(classifier, "CPU_PIECE_TOKENS", 16)
+    pieces = gradient()
+    assert len(pieces) == len(whole) > 0
+    for a, b in zip(pieces, whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 # Bad input
 
 
