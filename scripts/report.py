@@ -18,28 +18,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from compare import markdown  # noqa: E402  (scripts/ is on the path)
 
 STRATEGY_NAMES = {"dekd": "entropy", "select_lc": "least confidence", "select_margin": "margin", "select_random": "random"}
 
 
 def read(path: Path) -> Optional[Any]:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def compare_table(summary: List[Dict]) -> str:
-    reference = summary[0]["config"]
-    lines = [
-        f"| config | test accuracy | seeds | p vs {reference} | teacher fwd | TA fwd | teacher fwd / (N·epochs) | wall s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summary:
-        p = s.get(f"p_vs_{reference}")
-        lines.append(
-            f"| {s['config']} | {100 * s['mean']:.2f} ± {100 * s['sd']:.2f} | {len(s['seeds'])} | "
-            f"{'-' if p is None else f'{p:.3f}'} | {s['teacher_forward_passes']:.0f} | "
-            f"{s['assistant_forward_passes']:.0f} | {s['teacher_forward_ratio_vs_every_example']:.2f} | {s['wall_time_s']:.0f} |"
-        )
-    return "\n".join(lines)
 
 
 def models_section(out: Path) -> List[str]:
@@ -164,7 +149,7 @@ def compare_sections() -> List[str]:
     for name, title in (("methods", "Methods (Tables 3 and 5)"), ("ablations", "Ablations (Table 4)"), ("compare", "DeKD vs baselines")):
         data = read(Path(f"training/compare/{name}.json"))
         if data is not None:
-            parts += [f"## {title}\n", compare_table(data["summary"]), ""]
+            parts += [f"## {title}\n", markdown(data["summary"], data["summary"][0]["config"]), ""]
     return parts or ["## Methods and ablations\n\nNot run: `spacy project run compare-methods`.\n"]
 
 
