@@ -3,9 +3,12 @@
 Both sides start from the same student weights and see the same batches of
 32 examples (each batch new to the teacher cache, so the teacher runs on both
 sides): tokenize, student forward, teacher forward, CE + KL (vanilla KD,
-configs/kd.cfg), backward, gradient clipping, AdamW and scheduler step. The
-two are interleaved batch by batch; the ratio of median step times is the
-framework's overhead.
+configs/kd.cfg), backward, gradient clipping, AdamW and scheduler step.
+The plain loop runs twice: padding each batch to its longest text, as a
+plain loop usually does, and padding the same length-sorted pieces as the
+component (`length_buckets`), the same arithmetic as ours. All three are
+interleaved batch by batch; the ratio of median step times to the second is
+the framework's overhead, to the first what the pieces save.
 
     python scripts/bench_step.py training/teacher/model-best --steps 6
 """
@@ -24,15 +27,29 @@ import torch.nn.functional as F
 from spacy import util
 
 from spacy_dekd.distill.trainer import DistillTrainer, resolve_distillation
+from spacy_dekd.models.classifier import CPU_PIECE_TOKENS, length_buckets
 
 
-def plain_step(student, teacher, tokenizer, texts, gold, optimizer, scheduler, *, tau, max_length):
-    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
-    batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+def plain_forward(model, tokenizer, texts, *, max_length, max_tokens):
+    """Logits of the texts, in pieces of at most `max_tokens` padded positions
+    (None: one batch padded to its longest)."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    pieces = [list(range(len(texts)))] if max_tokens is None else length_buckets(lengths, max_tokens)
+    logits = []
+    for rows in pieces:
+        batch = tokenizer.pad({k: [v[i] for i in rows] for k, v in encoded.items()}, return_tensors="pt")
+        logits.append(model(**batch).logits)
+    order = torch.tensor([i for rows in pieces for i in rows])
+    return torch.cat(logits)[torch.argsort(order)]
+
+
+def plain_step(student, teacher, tokenizer, texts, gold, optimizer, scheduler, *, tau, max_length, max_tokens):
     student.train()
-    logits = student(**batch).logits
+    logits = plain_forward(student, tokenizer, texts, max_length=max_length, max_tokens=max_tokens)
     with torch.inference_mode():
-        teacher_logits = teacher(**batch).logits
+        teacher_logits = plain_forward(teacher, tokenizer, texts, max_length=max_length, max_tokens=max_tokens)
     ce = F.cross_entropy(logits, gold)
     kl = F.kl_div(F.log_softmax(logits / tau, -1), F.log_softmax(teacher_logits / tau, -1), reduction="batchmean", log_target=True)
     loss = 0.5 * ce + 0.5 * kl * tau * tau
@@ -63,14 +80,17 @@ def main(argv: List[str]) -> int:
     trainer = DistillTrainer(nlp, teacher, None, T)
     run = trainer.prepare()
     pipe = trainer.student_pipe
-    # The plain loop gets its own copy of the same starting weights.
-    plain_student = copy.deepcopy(pipe.shim.module)
+    # Each plain loop gets its own copy of the same starting weights.
     plain_teacher = trainer.teacher_pipe.shim.module
-    optimizer, scheduler = T["optimizer"].build(plain_student.parameters(), run.total_steps)
+    plain = {}
+    for name, max_tokens in (("plain PyTorch, one padded batch", None), ("plain PyTorch, same pieces", CPU_PIECE_TOKENS)):
+        student = copy.deepcopy(pipe.shim.module)
+        optimizer, scheduler = T["optimizer"].build(student.parameters(), run.total_steps)
+        plain[name] = {"student": student, "optimizer": optimizer, "scheduler": scheduler, "max_tokens": max_tokens, "times": []}
     tau = float(nlp.config.interpolate()["distillation"]["temperature"])
     labels = list(pipe.labels)
     batch_size = 32
-    ours, plain = [], []
+    ours = []
     for step in range(args.steps):
         ids = list(range(step * batch_size, (step + 1) * batch_size))
         texts = [run.examples[i].reference.text for i in ids]
@@ -78,14 +98,20 @@ def main(argv: List[str]) -> int:
         start = time.perf_counter()
         trainer.step(run, ids, step)
         ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        plain_step(plain_student, plain_teacher, pipe.shim.tokenizer, texts, gold, optimizer, scheduler, tau=tau, max_length=pipe.shim.max_length)
-        plain.append(time.perf_counter() - start)
-        print(f"  step {step}: spacy distill {ours[-1]:.3f}s, plain PyTorch {plain[-1]:.3f}s", flush=True)
+        for p in plain.values():
+            start = time.perf_counter()
+            plain_step(p["student"], plain_teacher, pipe.shim.tokenizer, texts, gold, p["optimizer"], p["scheduler"],
+                       tau=tau, max_length=pipe.shim.max_length, max_tokens=p["max_tokens"])
+            p["times"].append(time.perf_counter() - start)
+        print(f"  step {step}: spacy distill {ours[-1]:.3f}s, " + ", ".join(f"{n} {p['times'][-1]:.3f}s" for n, p in plain.items()), flush=True)
     # The first step of each pays for allocations and warm-up.
-    ours_med, plain_med = statistics.median(ours[1:]), statistics.median(plain[1:])
-    result = {"steps": args.steps, "batch_size": batch_size, "spacy_distill_s": ours_med, "plain_pytorch_s": plain_med, "ratio": ours_med / plain_med}
-    print(f"\nmedian step: spacy distill {ours_med:.3f}s, plain PyTorch {plain_med:.3f}s, ratio {result['ratio']:.3f}×")
+    ours_med = statistics.median(ours[1:])
+    result = {"steps": args.steps, "batch_size": batch_size, "spacy_distill_s": ours_med, "plain": {}}
+    print(f"\nmedian step: spacy distill {ours_med:.3f}s")
+    for name, p in plain.items():
+        med = statistics.median(p["times"][1:])
+        result["plain"][name] = {"median_s": med, "ratio": ours_med / med}
+        print(f"  {name}: {med:.3f}s, spacy distill / this = {ours_med / med:.3f}×")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))
