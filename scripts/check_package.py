@@ -22,9 +22,11 @@ def main(argv: List[str]) -> int:
     parser.add_argument("package_dir", type=Path, help="the folder `spacy package` wrote")
     parser.add_argument("--find-links", type=Path, required=True, help="folder with the spacy-dekd wheel")
     args = parser.parse_args(argv)
-    archives = sorted((args.package_dir / "dist").glob("*.tar.gz"))
+    dist = args.package_dir / "dist"
+    # A wheel installs as it is; an sdist is built into one first.
+    archives = sorted(dist.glob("*.whl")) or sorted(dist.glob("*.tar.gz"))
     if not archives:
-        print(f"✘ No sdist in {args.package_dir / 'dist'}: run `spacy package` first", file=sys.stderr)
+        print(f"✘ No wheel or sdist in {dist}: run `spacy package` first", file=sys.stderr)
         return 1
     name = args.package_dir.name.rsplit("-", 1)[0]
     with tempfile.TemporaryDirectory() as tmp:
