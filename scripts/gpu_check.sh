@@ -14,7 +14,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import torch, transformers, spacy, spacy_dekd; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__, '| spacy', spacy.__version__)"
-VARS="--vars.gpu_id 0 --vars.n_train 0 --vars.teacher_epochs 3 --vars.teacher_steps 850"
+VARS="--vars.gpu_id 0 --vars.n_train 0 --vars.teacher_steps 850"
 for step in corpus teacher assistant student evaluate benchmark; do
   start=$(date +%s.%N)
   python3 -m spacy project run "$step" . $VARS > "/tmp/gpu_check_$step.log" 2>&1 || { tail -20 "/tmp/gpu_check_$step.log"; exit 1; }
