@@ -26,9 +26,11 @@ def main(argv: List[str]) -> int:
     pipelines = [item.partition("=")[::2] for item in args.pipelines]
     for name, path in pipelines:
         if not name or not path:
-            msg.fail(f"Expected name=path, got '{name or path}'", exits=1)
+            print(f"✘ Expected name=path, got '{name or path}'", file=sys.stderr)
+            return 1
         if not Path(path).is_dir():
-            msg.fail(f"No pipeline at '{path}' (for '{name}'): train it first", exits=1)
+            print(f"✘ No pipeline at '{path}' (for '{name}'): train it first", file=sys.stderr)
+            return 1
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for name, path in pipelines:
         msg.divider(name)

@@ -275,3 +275,35 @@ def test_nan_loss_stops_with_checkpoints_intact(models, toy_data, tmp_path):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["step"] == 4
     assert spacy.load(out / "model-last")("a good film").cats
+
+
+# The project's evaluate step: several pipelines, one process
+
+
+EVALUATE = ROOT / "scripts" / "evaluate.py"
+
+
+def test_evaluate_script_scores_each_pipeline_like_spacy_evaluate(models, toy_data, tmp_path):
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    test = tmp_path / "test.spacy"
+    DocBin(docs=[eg.reference for eg in DatasetCorpus(toy_data["dev"])(nlp)]).to_disk(test)
+    out = tmp_path / "metrics"
+    result = subprocess.run(
+        [sys.executable, str(EVALUATE), str(test), str(out),
+         f"teacher={models['teacher']}", f"assistant={models['assistant']}"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("teacher", "assistant"):
+        ours = json.loads((out / f"{name}.json").read_text())
+        assert ours["cats_accuracy"] == pytest.approx(accuracy(spacy.load(models[name]), toy_data["dev"]))
+    # A bad argument fails before anything is scored or written.
+    result = subprocess.run(
+        [sys.executable, str(EVALUATE), str(test), str(tmp_path / "none"),
+         f"teacher={models['teacher']}", f"student={tmp_path / 'nope'}"],
+        capture_output=True, text=True,
+    )
+    assert "No pipeline at" in fail_line(result) and "student" in fail_line(result)
+    assert not (tmp_path / "none").exists()
