@@ -155,7 +155,8 @@ def _restore_order(pieces: List[ClassifierOutput], buckets: List[List[int]]) -> 
             torch.cat([piece.hidden_states[layer] for piece in pieces])[inverse]
             for layer in range(len(pieces[0].hidden_states))
         ]
-    return ClassifierOutput(logits=torch.cat([piece.logits for piece in pieces])[inverse], hidden_states=hidden)
+    logits = torch.cat([piece.logits for piece in pieces])[inverse]
+    return ClassifierOutput(logits=logits, hidden_states=hidden)
 
 
 def get_shim(model: TransformerClassifierT) -> "TransformerClassifierShim":
@@ -257,7 +258,9 @@ class TransformerClassifierShim(PyTorchShim):
             encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         return {k: v for k, v in encoded.items() if k in _MODEL_INPUTS}
 
-    def pad(self, encoded: Dict[str, List[List[int]]], rows: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+    def pad(
+        self, encoded: Dict[str, List[List[int]]], rows: Optional[Sequence[int]] = None
+    ) -> Dict[str, torch.Tensor]:
         """Tensors of the encoded rows (all by default), padded to the
         longest of them, on this shim's device.
         """
