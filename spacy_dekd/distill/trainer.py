@@ -251,7 +251,8 @@ class DistillTrainer:
                 if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
                     score, scores = evaluate()
                     record.update(score=score, scores=scores)
-                    is_best = score > state.best_score
+                    # Ties go to the later step, as in spaCy's training loop.
+                    is_best = score >= state.best_score
                     state.best_score = max(score, state.best_score)
                     state.elapsed = time.perf_counter() - started
                     self._log_row(record)

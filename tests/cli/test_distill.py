@@ -180,6 +180,26 @@ def test_batches_of_one_route_nothing_to_the_assistant(models, toy_data, tmp_pat
     assert metrics["assistant_forward_passes"] == 0
 
 
+def weights(pipeline_dir):
+    model = pipeline_dir / "textcat" / "model"
+    return {path.name: path.read_bytes() for path in sorted(model.iterdir())}
+
+
+@pytest.mark.parametrize("dev_scores,best_is_last", [([0.7, 0.7], True), ([0.8, 0.7], False), ([0.7, 0.8], True)])
+def test_model_best_has_the_best_dev_score_and_ties_go_to_the_later_step(
+    models, toy_data, tmp_path, monkeypatch, dev_scores, best_is_last
+):
+    # As in spaCy's training loop: a checkpoint scoring at least the best so far is model-best.
+    scores = iter(dev_scores)
+    monkeypatch.setattr(trainer_module, "create_evaluation_callback", lambda *args: lambda: (next(scores), {}))
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
+    out = tmp_path / "out"
+    metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    assert [r["score"] for r in metrics["history"] if "score" in r] == dev_scores
+    assert metrics["best_score"] == max(dev_scores)
+    assert (weights(out / "model-best") == weights(out / "model-last")) is best_is_last
+
+
 # Bad input: one line, non-zero exit, nothing lost.
 
 
