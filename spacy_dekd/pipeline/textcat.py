@@ -47,7 +47,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
         "threshold": 0.5,
         "scorer": {"@scorers": "spacy-dekd.textcat_scorer.v1"},
     },
-    default_score_weights={"cats_accuracy": 1.0, "cats_score": 0.0},
+    default_score_weights={"cats_accuracy": 0.5, "cats_macro_auc": 0.5, "cats_score": 0.0},
 )
 def make_transformer_textcat(
     nlp: Language,
