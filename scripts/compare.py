@@ -1,9 +1,8 @@
 """Distil with several configs and seeds; report test accuracy (mean ± sd),
 teacher and assistant forward passes, wall time, and a two-sided t-test of
 each config against the first (Table 5 of the paper). Accuracy is that of
-`model-best` (the best dev score, spaCy's convention), with `model-last`'s
-beside it: on a 500-sentence dev set, picks between checkpoints a point
-apart are noise.
+`model-best` (the best dev score under the config's `[training.score_weights]`,
+spaCy's convention), with `model-last`'s beside it.
 
     python scripts/compare.py training/teacher/model-best corpus/movies/test.spacy \\
         --assistant training/assistant/model-best --configs dekd kd paper \\

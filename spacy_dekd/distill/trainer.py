@@ -18,6 +18,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import srsly
 import torch
+from safetensors import SafetensorError
 from spacy.language import Language
 from spacy.training import Example
 from spacy.training.loop import create_evaluation_callback
@@ -374,26 +375,39 @@ class DistillTrainer:
     # folder first and moved into place, so a crash never leaves half a model.
 
     def _save(self, run: Run, state: DistillState, is_best: bool) -> None:
+        """Write model-last, model-best if this is the best step, and the
+        checkpoint that --resume reads. Each is written into a temporary
+        folder first, and they replace the old ones only once all are
+        written: a failed write (a full disk) leaves the folders of the
+        previous evaluation as they were, consistent with each other.
+        """
         assert self.output_path is not None
-        last = self.output_path / DIR_MODEL_LAST
-        _save_nlp_atomic(self.nlp, last)
-        if is_best:
-            _copy_atomic(last, self.output_path / DIR_MODEL_BEST)
-        tmp = self.output_path / (DIR_CHECKPOINT + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        torch.save({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}, tmp / "optimizer.pt")
+        names = [DIR_MODEL_LAST] + ([DIR_MODEL_BEST] if is_best else []) + [DIR_CHECKPOINT]
+        staged = {name: _staging_dir(self.output_path / name) for name in names}
+        try:
+            self.nlp.to_disk(staged[DIR_MODEL_LAST])
+            if is_best:
+                shutil.copytree(staged[DIR_MODEL_LAST], staged[DIR_MODEL_BEST])
+            self._write_checkpoint(run, state, staged[DIR_CHECKPOINT])
+        except (OSError, SafetensorError) as err:
+            for tmp in staged.values():
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_error(self.output_path, state.step, err) from err
+        for name, tmp in staged.items():
+            _replace_dir(tmp, self.output_path / name)
+
+    def _write_checkpoint(self, run: Run, state: DistillState, path: Path) -> None:
+        path.mkdir(parents=True)
+        torch.save({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}, path / "optimizer.pt")
         projections = self.objective.projections()
         if projections is not None:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(tmp / "projections.safetensors"))
-        run.teacher.cache.to_disk(tmp / "teacher_cache.safetensors")
+            save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(path / "projections.safetensors"))
+        run.teacher.cache.to_disk(path / "teacher_cache.safetensors")
         if run.assistant is not None:
-            run.assistant.cache.to_disk(tmp / "assistant_cache.safetensors")
-        srsly.write_json(tmp / "state.json", {**state.__dict__, "n_examples": len(run.examples)})
-        _replace_dir(tmp, self.output_path / DIR_CHECKPOINT)
+            run.assistant.cache.to_disk(path / "assistant_cache.safetensors")
+        srsly.write_json(path / "state.json", {**state.__dict__, "n_examples": len(run.examples)})
 
     def _load_checkpoint(self, run: Run) -> DistillState:
         if self.output_path is None:
@@ -443,20 +457,12 @@ def _get_pipe(nlp: Language, name: str, role: str) -> Any:
     return nlp.get_pipe(name)
 
 
-def _save_nlp_atomic(nlp: Language, path: Path) -> None:
+def _staging_dir(path: Path) -> Path:
+    """The temporary sibling a folder is written into before it replaces `path`."""
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    nlp.to_disk(tmp)
-    _replace_dir(tmp, path)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(src, tmp)
-    _replace_dir(tmp, dst)
+    return tmp
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
@@ -473,8 +479,21 @@ def _replace_dir(tmp: Path, path: Path) -> None:
 
 def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf8")
+    try:
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf8")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path.parent, None, err) from err
     tmp.replace(path)
+
+
+def _write_error(output_path: Path, step: Optional[int], err: Exception) -> DistillationError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+    when = f" at step {step}" if step is not None else ""
+    return DistillationError(
+        f"Cannot write to '{output_path}'{when} ({reason}): check its disk space and "
+        "permissions, or choose another --output; what earlier evaluations wrote is intact."
+    )
 
 
 @registry.dekd_trainers("spacy-dekd.DistillTrainer.v1")

@@ -1,5 +1,7 @@
 """`spacy distill` end to end on tiny models."""
+import errno
 import json
+import os
 import random
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from thinc.api import Adam, Config
 import spacy_dekd.distill.trainer as trainer_module
 from spacy_dekd.cli.distill import distill
 from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.distill.cache import OutputCache
 from spacy_dekd.distill.trainer import DistillationError
 
 from ..conftest import write_tiny_encoder
@@ -296,6 +299,29 @@ def test_nan_loss_stops_with_checkpoints_intact(models, toy_data, tmp_path):
     assert state["step"] == 4
     assert spacy.load(out / "model-last")("a good film").cats
 
+
+
+def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, tmp_path, monkeypatch):
+    # The disk fills up while the second evaluation's checkpoint is written.
+    original = OutputCache.to_disk
+    calls = []
+
+    def to_disk(self, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(self, path)
+
+    monkeypatch.setattr(OutputCache, "to_disk", to_disk)
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
+    out = tmp_path / "out"
+    with pytest.raises(DistillationError, match="at step 6 .No space left on device.*intact"):
+        distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "model-best", "model-last"]  # no *.tmp
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    # model-last is still step 3's student, the one the checkpoint belongs to.
+    assert weights(out / "model-last") == weights(out / "model-best")
+    assert spacy.load(out / "model-last")("a good film").cats
 
 # The project's evaluate step: several pipelines, one process
 
