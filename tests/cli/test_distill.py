@@ -300,7 +300,6 @@ def test_nan_loss_stops_with_checkpoints_intact(models, toy_data, tmp_path):
     assert spacy.load(out / "model-last")("a good film").cats
 
 
-
 def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, tmp_path, monkeypatch):
     # The disk fills up while the second evaluation's checkpoint is written.
     original = OutputCache.to_disk
@@ -322,6 +321,7 @@ def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, 
     # model-last is still step 3's student, the one the checkpoint belongs to.
     assert weights(out / "model-last") == weights(out / "model-best")
     assert spacy.load(out / "model-last")("a good film").cats
+
 
 # The project's evaluate step: several pipelines, one process
 
