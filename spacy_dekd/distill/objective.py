@@ -6,7 +6,7 @@ outputs, asks it for a `QueryPlan`, fetches exactly those teacher and
 assistant outputs, and hands them back.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -107,12 +107,13 @@ class DeKDObjective:
 
     @property
     def uses_assistant(self) -> bool:
-        """Whether the router can send rows to the assistant: probed with a
-        batch of two rows of different certainty.
-        """
-        probe = torch.tensor([[4.0, -4.0], [0.0, 0.0]])
-        _, assistant_rows = self.teacher_assistant.route(probe, multilabel=False)
-        return assistant_rows.numel() > 0
+        """Whether the router can send rows to the assistant."""
+        return self.teacher_assistant.router.uses_assistant
+
+    @property
+    def reads_logits(self) -> bool:
+        """Whether selection or routing reads the student's predictions."""
+        return self.selector.reads_logits or self.teacher_assistant.router.reads_logits
 
     def initialize(
         self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int
@@ -153,6 +154,71 @@ class DeKDObjective:
             teacher_rows = torch.cat([teacher_rows, reused]).sort().values
         teacher_query = torch.cat([teacher_rows, aligned]).unique(sorted=True)
         return QueryPlan(selected, teacher_rows, assistant_rows, teacher_query, aligned, reused)
+
+    def teacher_query_size(self, n: int) -> int:
+        """The most rows of a batch of n that `plan` asks the teacher about:
+        its side of the selected rows, or all of them when alignment runs
+        over every selected row.
+        """
+        k = self.selector.count(n)
+        if self.needs_hidden_states and self.align_rows == "selected":
+            return k
+        return self.teacher_assistant.router.n_teacher(k)
+
+    def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]:
+        """How many of n candidates a query round sends to the teacher and to
+        the assistant. It depends on the sizes alone, so that a run knows its
+        number of steps before it starts.
+
+        Without an allowance the selector keeps its share, ceil(r·n), as it
+        does in a batch. With one (a teacher budget), it keeps as many as put
+        `teacher_allowance` rows on the teacher's side: the budget, not the
+        ratio, sets how many are asked, so that every selector spends it.
+        RETURNS (Tuple[int, int]): Rows for the teacher and for the assistant.
+        """
+        router = self.teacher_assistant.router
+        k = self.selector.count(n)
+        if teacher_allowance is not None and router.n_teacher(n) > 0:
+            # The largest k whose teacher share fits the allowance.
+            low, high = 0, n
+            while low < high:
+                mid = (low + high + 1) // 2
+                if router.n_teacher(mid) <= teacher_allowance:
+                    low = mid
+                else:
+                    high = mid - 1
+            k = low
+        n_teacher = router.n_teacher(k)
+        return n_teacher, k - n_teacher
+
+    def select_queries(
+        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A query round over n candidates (Eq. 4-6 over a pool instead of a
+        batch): the selector ranks them on the student's detached logits and
+        keeps as many as `query_sizes` says; the router splits those.
+
+        student_logits (Optional[torch.Tensor]): (n, C); None for a selector
+            that does not read them (zeros stand in).
+        RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
+            the teacher and for the assistant, each ascending.
+        """
+        n_teacher, n_assistant = self.query_sizes(n, teacher_allowance)
+        logits = student_logits.detach() if student_logits is not None else torch.zeros((n, 2))
+        selected = self.selector(logits, multilabel=self.multilabel, k=n_teacher + n_assistant)
+        to_teacher, to_assistant = self.teacher_assistant.route(logits[selected], multilabel=self.multilabel)
+        return selected[to_teacher].sort().values, selected[to_assistant].sort().values
+
+    def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan:
+        """The plan of a batch whose rows were answered in query rounds: each
+        row learns from the model that answered it, and alignment runs over
+        the teacher's rows (only they have teacher hidden states).
+        """
+        teacher_rows = teacher_rows.sort().values
+        assistant_rows = assistant_rows.sort().values
+        selected = torch.cat([teacher_rows, assistant_rows]).sort().values
+        aligned = teacher_rows if self.needs_hidden_states else teacher_rows[:0]
+        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_rows, aligned)
 
     def __call__(
         self,

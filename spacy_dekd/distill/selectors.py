@@ -17,12 +17,33 @@ from ..registry import registry
 
 @runtime_checkable
 class InstanceSelector(Protocol):
-    def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
-        """(N, C) logits → ascending LongTensor of the selected row indices."""
+    """Picks the rows worth a query (Eq. 4-5), from the student's logits."""
+
+    # Whether it reads the logits at all: a query round scores the pool with
+    # the student only for a selector that does.
+    reads_logits: bool
+
+    def count(self, n: int) -> int:
+        """How many of n rows it keeps when no k is given."""
+
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
+    ) -> torch.Tensor:
+        """(N, C) logits → ascending LongTensor of the selected row indices:
+        `count(N)` of them, or the k it likes best.
+        """
 
 
 @runtime_checkable
 class Router(Protocol):
+    """Splits selected rows into the teacher's and the assistant's (Eq. 6)."""
+
+    uses_assistant: bool
+    reads_logits: bool
+
+    def n_teacher(self, k: int) -> int:
+        """How many of k rows it sends to the teacher (whatever the logits)."""
+
     def __call__(
         self, student_logits: torch.Tensor, *, multilabel: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -101,88 +122,137 @@ def check_ratio(ratio: float) -> None:
         raise ValueError(f"The selection ratio must be in (0, 1], got {ratio}.")
 
 
-def _score_selector(score: Callable[..., torch.Tensor], ratio: float) -> InstanceSelector:
-    check_ratio(ratio)
+class ScoreSelector:
+    """The rows of highest score (ties by position): `count(N)` of them,
+    k = max(1, ceil(r·N)), or the k asked for.
+    """
 
-    def select(student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
-        k = n_selected(student_logits.shape[0], ratio)
-        return top_k(score(student_logits, multilabel=multilabel), k)
+    reads_logits = True
 
-    return select
+    def __init__(self, score: Callable[..., torch.Tensor], ratio: float) -> None:
+        check_ratio(ratio)
+        self.score = score
+        self.ratio = ratio
+
+    def count(self, n: int) -> int:
+        return n_selected(n, self.ratio)
+
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
+    ) -> torch.Tensor:
+        n = student_logits.shape[0]
+        k = self.count(n) if k is None else min(k, n)
+        return top_k(self.score(student_logits, multilabel=multilabel), k)
+
+
+class RandomSelector:
+    """Rows uniformly at random, from a generator seeded once."""
+
+    reads_logits = False
+
+    def __init__(self, ratio: float, seed: int) -> None:
+        check_ratio(ratio)
+        self.ratio = ratio
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def count(self, n: int) -> int:
+        return n_selected(n, self.ratio)
+
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
+    ) -> torch.Tensor:
+        n = student_logits.shape[0]
+        k = self.count(n) if k is None else min(k, n)
+        rows = torch.randperm(n, generator=self.generator)[:k].sort().values
+        return rows.to(student_logits.device)
 
 
 @registry.dekd_selectors("spacy-dekd.EntropySelector.v1")
 def make_entropy_selector_v1(ratio: float = 0.5) -> InstanceSelector:
-    """DeKD's selector: the ceil(r·N) examples of highest scaled entropy.
-    ratio = 1.0 keeps all (the "w/o DS" ablation and vanilla KD).
-    """
-    return _score_selector(entropy_score, ratio)
+    """DeKD's selector: the ceil(r·N) examples of highest scaled entropy."""
+    return ScoreSelector(entropy_score, ratio)
 
 
 @registry.dekd_selectors("spacy-dekd.LeastConfidenceSelector.v1")
 def make_least_confidence_selector_v1(ratio: float = 0.5) -> InstanceSelector:
-    return _score_selector(least_confidence_score, ratio)
+    return ScoreSelector(least_confidence_score, ratio)
 
 
 @registry.dekd_selectors("spacy-dekd.MarginSelector.v1")
 def make_margin_selector_v1(ratio: float = 0.5) -> InstanceSelector:
-    return _score_selector(margin_score, ratio)
+    return ScoreSelector(margin_score, ratio)
 
 
 @registry.dekd_selectors("spacy-dekd.RandomSelector.v1")
 def make_random_selector_v1(ratio: float = 0.5, seed: int = 0) -> InstanceSelector:
     """k examples uniformly at random, from a generator seeded once."""
-    check_ratio(ratio)
-    generator = torch.Generator().manual_seed(seed)
+    return RandomSelector(ratio, seed)
 
-    def select(student_logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
-        n = student_logits.shape[0]
-        k = n_selected(n, ratio)
-        rows = torch.randperm(n, generator=generator)[:k].sort().values
-        return rows.to(student_logits.device)
 
-    return select
+@registry.dekd_selectors("spacy-dekd.AllSelector.v1")
+def make_all_selector_v1(seed: int = 0) -> InstanceSelector:
+    """Every example: no data selection (vanilla KD, the "w/o DS" ablation).
+    Under a teacher budget, when fewer than all can be answered, the ones
+    answered are drawn at random: vanilla KD prefers none.
+    """
+    return RandomSelector(1.0, seed)
 
 
 # Routers (Eq. 6–7)
 
 
-@registry.dekd_selectors("spacy-dekd.EntropySplitRouter.v1")
-def make_entropy_split_router_v1() -> Router:
+class EntropySplitRouter:
     """Sort by student entropy; the ceil(k/2) most certain rows learn from
     the teacher, the rest from the assistant.
     """
 
-    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        k = student_logits.shape[0]
+    uses_assistant = True
+    reads_logits = True
+
+    def n_teacher(self, k: int) -> int:
+        return math.ceil(k / 2)
+
+    def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         scores = entropy_score(student_logits, multilabel=multilabel)
         order = torch.sort(scores, stable=True).indices  # most certain first
-        n_teacher = math.ceil(k / 2)
+        n_teacher = self.n_teacher(student_logits.shape[0])
         return order[:n_teacher].sort().values, order[n_teacher:].sort().values
 
-    return route
+
+class OneSideRouter:
+    """Every row to one side: the teacher or the assistant."""
+
+    reads_logits = False
+
+    def __init__(self, *, to_assistant: bool) -> None:
+        self.uses_assistant = to_assistant
+
+    def n_teacher(self, k: int) -> int:
+        return 0 if self.uses_assistant else k
+
+    def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
+        return (rows[:0], rows) if self.uses_assistant else (rows, rows[:0])
+
+
+@registry.dekd_selectors("spacy-dekd.EntropySplitRouter.v1")
+def make_entropy_split_router_v1() -> Router:
+    """Eq. 6: the more certain half of the selected rows learns from the
+    teacher, the more uncertain half from the assistant.
+    """
+    return EntropySplitRouter()
 
 
 @registry.dekd_selectors("spacy-dekd.TeacherOnlyRouter.v1")
 def make_teacher_only_router_v1() -> Router:
     """Every selected row learns from the teacher ("w/o TA", vanilla KD)."""
-
-    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
-        return rows, rows[:0]
-
-    return route
+    return OneSideRouter(to_assistant=False)
 
 
 @registry.dekd_selectors("spacy-dekd.AssistantOnlyRouter.v1")
 def make_assistant_only_router_v1() -> Router:
     """Every selected row learns from the assistant (TAKD's second stage)."""
-
-    def route(student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
-        return rows[:0], rows
-
-    return route
+    return OneSideRouter(to_assistant=True)
 
 
 # Layer selectors (Eq. 8)

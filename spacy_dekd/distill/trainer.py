@@ -23,12 +23,13 @@ from spacy.language import Language
 from spacy.training import Example
 from spacy.training.loop import create_evaluation_callback
 from spacy.util import resolve_dot_names
-from wasabi import Printer
+from wasabi import Printer, color
 
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
 from .objective import DeKDObjective, LossTerms, TeacherOutput
+from .rounds import QueryRounds, check_budget, labelled_need
 
 logger = logging.getLogger("spacy_dekd")
 
@@ -50,6 +51,7 @@ class DistillState:
     step: int = 0
     best_score: float = -math.inf
     elapsed: float = 0.0
+    rounds_done: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
 
 
@@ -63,15 +65,20 @@ class Frozen:
 
 @dataclass
 class Run:
-    """What one distillation run works on, built by `DistillTrainer.prepare`."""
+    """What one distillation run works on, built by `DistillTrainer.prepare`.
+    `examples` holds the labelled examples first, then the unlabelled ones.
+    """
 
     examples: List[Example]
+    n_labelled: int
     teacher: Frozen
     assistant: Optional[Frozen]
     params: List[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: Any
     total_steps: int
+    rounds: Optional[QueryRounds] = None
+    teacher_budget: Optional[int] = None
 
 
 def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput:
@@ -183,33 +190,96 @@ class DistillTrainer:
             projections.to(self.student_pipe.shim.device)
 
     def prepare(self) -> "Run":
-        """Read the corpus, initialize the student, build caches and optimizer."""
+        """Read the corpora, check the budget, initialize the student, build
+        caches, optimizer and the query rounds.
+        """
         T = self.T
-        train_corpus = resolve_dot_names(self.nlp.config.interpolate(), [T["corpus"]])[0]
-        examples = list(train_corpus(self.nlp))
+        examples = self._read_corpus(T["corpus"])
         if not examples:
             raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
+        unlabelled = self._read_unlabelled(T.get("unlabeled_corpus"))
+        budget = T.get("teacher_budget")
+        try:
+            check_budget(budget)
+        except ValueError as err:
+            raise DistillationError(str(err)) from err
         self.initialize()
+        n_labelled = len(examples)
+        examples = examples + unlabelled
         with_hidden = self.objective.needs_hidden_states
         teacher = Frozen(self.teacher_pipe, OutputCache(len(examples), with_hidden=with_hidden))
         assistant = None
         if self.assistant_pipe is not None and self.objective.uses_assistant:
             assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=False))
         params = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
-        self.n_batches = sum(1 for _ in self._batches(examples, 0))
-        total_steps = T["max_steps"] or self.n_batches * T["max_epochs"]
+        labelled_sizes = [len(batch) for batch in self._labelled_batches(examples[:n_labelled], 0)]
+        self.n_batches = len(labelled_sizes)
+        teacher_budget = None if budget is None else math.ceil(budget * len(examples))
+        need = labelled_need(self.objective, labelled_sizes, T["max_epochs"], n_labelled)
+        if teacher_budget is not None and teacher_budget < need:
+            raise DistillationError(
+                f"teacher_budget = {budget} allows {teacher_budget} teacher answers for "
+                f"{len(examples)} examples, but the {n_labelled} labelled examples need up to "
+                f"{need} over {T['max_epochs']} epochs (the rows of each batch the selector sends "
+                f"to the teacher): raise teacher_budget to at least {need / len(examples):.3f}, "
+                "or select fewer rows (a lower selector ratio)."
+            )
+        rounds = None
+        if unlabelled:
+            pool_budget = None if teacher_budget is None else teacher_budget - need
+            rounds = QueryRounds.create(n_labelled, len(unlabelled), T["max_epochs"], pool_budget)
+        total_steps = T["max_steps"] or self._planned_steps(examples, n_labelled, rounds)
         optimizer, scheduler = T["optimizer"].build(params, total_steps)
-        return Run(examples, teacher, assistant, params, optimizer, scheduler, total_steps)
+        return Run(examples, n_labelled, teacher, assistant, params, optimizer, scheduler, total_steps, rounds, teacher_budget)
+
+    def _read_corpus(self, dot_name: str) -> List[Example]:
+        corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
+        return list(corpus(self.nlp))
+
+    def _read_unlabelled(self, dot_name: Optional[str]) -> List[Example]:
+        """The unlabelled corpus, gold labels dropped (with one warning)."""
+        if not dot_name:
+            return []
+        examples = self._read_corpus(dot_name)
+        if not examples:
+            raise DistillationError(
+                f"The unlabelled corpus '{dot_name}' ([distillation] unlabeled_corpus) is empty: "
+                "point it at a file with one text per line, or set it to null."
+            )
+        n_labelled = sum(1 for eg in examples if eg.reference.cats)
+        if n_labelled:
+            self._say("warn", (
+                f"{n_labelled} of {len(examples)} examples in the unlabelled corpus '{dot_name}' "
+                "have labels: they are ignored (put them in the training corpus to learn from them)."
+            ))
+        return [Example(eg.predicted, eg.predicted.copy()) for eg in examples]
+
+    def _planned_steps(self, examples: List[Example], n_labelled: int, rounds: Optional[QueryRounds]) -> int:
+        """Steps of the whole run: the labelled batches every epoch, and the
+        batches of the unlabelled examples answered by then.
+        """
+        n_epochs = self.T["max_epochs"]
+        steps = self.n_batches * n_epochs
+        if rounds is not None:
+            for n_answered in rounds.planned_sizes(self.objective, n_epochs):
+                steps += sum(1 for _ in self.T["batcher"](examples[n_labelled : n_labelled + n_answered]))
+        return steps
 
     def step(self, run: "Run", batch_ids: List[int], step: int) -> LossTerms:
         """Algorithm 1, lines 3-8, for one batch of corpus ids: student
-        forward, select, route, query (cached), align, one update.
+        forward, select, route, query (cached), align, one update. A batch of
+        answered unlabelled examples skips selection: each row learns from
+        the model that answered it in its query round.
         """
         with_hidden = self.objective.needs_hidden_states
         batch = [run.examples[j] for j in batch_ids]
         ids = torch.tensor(batch_ids)
         out = self.student_pipe.forward(docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden)
-        plan = self.objective.plan(out.logits, teacher_known=run.teacher.cache.filled[ids])
+        if batch_ids[0] < run.n_labelled:
+            plan = self.objective.plan(out.logits, teacher_known=run.teacher.cache.filled[ids])
+        else:
+            assert run.rounds is not None
+            plan = self.objective.plan_answered(*run.rounds.rows_by_answer(batch_ids))
         t_out = self._query(run.teacher, run.examples, ids, plan.teacher_query, out.logits, hidden=with_hidden)
         a_out = None
         if run.assistant is not None:
@@ -226,6 +296,44 @@ class DistillTrainer:
         run.scheduler.step()
         return terms
 
+    def query_round(self, run: "Run", epoch: int) -> None:
+        """Select unlabelled texts for the teacher and the assistant over the
+        whole pool, with the student as it is now (see rounds.py), and fetch
+        their answers.
+        """
+        rounds = run.rounds
+        assert rounds is not None
+        j = rounds.round_of(epoch)
+        assert j is not None
+        candidates = rounds.unanswered()
+        spent = rounds.teacher_answers
+        allowance = rounds.allowance(j, spent)
+        logits = None
+        if self.objective.reads_logits and candidates.numel() > 0:
+            logits = self._predict([run.examples[i] for i in candidates.tolist()])
+        to_teacher, to_assistant = self.objective.select_queries(logits, candidates.numel(), allowance)
+        teacher_ids, assistant_ids = candidates[to_teacher], candidates[to_assistant]
+        like = torch.zeros((0, len(self.student_pipe.labels)))
+        everything = torch.arange(teacher_ids.numel())
+        self._query(run.teacher, run.examples, teacher_ids, everything, like, hidden=self.objective.needs_hidden_states)
+        if assistant_ids.numel() > 0:
+            assert run.assistant is not None
+            self._query(run.assistant, run.examples, assistant_ids, torch.arange(assistant_ids.numel()), like, hidden=False)
+        rounds.record(epoch, teacher_ids, assistant_ids, candidates.numel())
+        budget = "" if rounds.pool_budget is None else f" ({spent + teacher_ids.numel()} of the {rounds.pool_budget} the rounds may use)"
+        self._say("info", (
+            f"Query round {j + 1}: {candidates.numel()} unlabelled texts unanswered; the teacher answers "
+            f"{teacher_ids.numel()}{budget}, the assistant {assistant_ids.numel()}"
+        ))
+
+    def _predict(self, examples: List[Example], batch_size: int = 1024) -> torch.Tensor:
+        """The student's logits for many examples, without gradients."""
+        logits = []
+        for start in range(0, len(examples), batch_size):
+            docs = docs_with_pairs(examples[start : start + batch_size])
+            logits.append(self.student_pipe.forward(docs, is_train=False).logits)
+        return torch.cat(logits)
+
     def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
         T = self.T
         run = self.prepare()
@@ -236,7 +344,10 @@ class DistillTrainer:
         started = time.perf_counter() - state.elapsed
         stop = False
         while not stop and state.epoch < T["max_epochs"]:
-            for i, batch_ids in enumerate(self._batches(run.examples, state.epoch)):
+            if run.rounds is not None and run.rounds.round_of(state.epoch) == state.rounds_done:
+                self.query_round(run, state.epoch)
+                state.rounds_done += 1
+            for i, batch_ids in enumerate(self._batches(run, state.epoch)):
                 if i < state.batch_in_epoch:
                     continue  # done before the checkpoint this run resumed from
                 terms = self.step(run, batch_ids, state.step)
@@ -273,10 +384,24 @@ class DistillTrainer:
 
     # Helpers
 
-    def _batches(self, examples: List[Example], epoch: int) -> Iterator[List[int]]:
-        """Batches of corpus ids, shuffled by a generator seeded per epoch, so
-        that a resumed run sees the same batches.
+    def _batches(self, run: "Run", epoch: int) -> Iterator[List[int]]:
+        """Batches of corpus ids, shuffled by generators seeded per epoch, so
+        that a resumed run sees the same batches: the labelled examples, and
+        after a query round the answered unlabelled ones in batches of their
+        own, the two kinds of batch in a shuffled order.
         """
+        labelled = list(self._labelled_batches(run.examples[: run.n_labelled], epoch))
+        if run.rounds is None:
+            yield from labelled
+            return
+        answered = run.rounds.answered_ids()
+        random.Random(self.T["seed"] * 1000 + epoch + 500).shuffle(answered)
+        position = {id(run.examples[i]): i for i in answered}
+        batches = labelled + [[position[id(eg)] for eg in batch] for batch in self.T["batcher"]([run.examples[i] for i in answered])]
+        random.Random(self.T["seed"] * 1000 + epoch + 700).shuffle(batches)
+        yield from batches
+
+    def _labelled_batches(self, examples: List[Example], epoch: int) -> Iterator[List[int]]:
         order = list(range(len(examples)))
         random.Random(self.T["seed"] * 1000 + epoch).shuffle(order)
         position = {id(examples[i]): i for i in order}
@@ -322,10 +447,15 @@ class DistillTrainer:
                 "learning rate or the loss weights; checkpoints written so far are intact."
             )
 
+    def _say(self, kind: str, text: str) -> None:
+        """One message, on one line however long (wasabi wraps at 80)."""
+        icon, fg = {"info": ("ℹ", "blue"), "warn": ("⚠", "yellow")}[kind]
+        self.stdout.write(color(f"{icon} {text}", fg=fg) + "\n")
+
     def _print_header(self, n_examples: int, total_steps: int) -> None:
-        self.stdout.write(self.msg.info(f"Distilling into '{self.student_pipe.name}': {n_examples} examples, {total_steps} steps") + "\n")
+        self._say("info", f"Distilling into '{self.student_pipe.name}': {n_examples} examples, {total_steps} steps")
         shim = self.student_pipe.shim
-        self.stdout.write(self.msg.info(f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}") + "\n")
+        self._say("info", f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}")
         self.columns = ["E", "#", "LOSS", "CE", "TA", "DA", "Q TEACHER", "Q TA", "SCORE"]
         widths = [3, 6, 8, 8, 8, 8, 9, 6, 6]
         self.table_widths = widths
@@ -349,7 +479,9 @@ class DistillTrainer:
 
     def _metrics(self, state: DistillState, run: Run) -> Dict[str, Any]:
         teacher, assistant, n_examples = run.teacher, run.assistant, len(run.examples)
-        epochs_seen = state.step / max(1, self.n_batches)
+        epochs_seen = state.epoch
+        if state.batch_in_epoch:
+            epochs_seen += state.batch_in_epoch / max(1, sum(1 for _ in self._batches(run, state.epoch)))
         every_example_every_epoch = int(round(n_examples * epochs_seen))
         t_forward = teacher.cache.n_forward
         a_forward = assistant.cache.n_forward if assistant else 0
@@ -358,8 +490,12 @@ class DistillTrainer:
             "steps": state.step,
             "epochs": round(epochs_seen, 3),
             "examples": n_examples,
+            "labeled_examples": run.n_labelled,
+            "unlabeled_examples": n_examples - run.n_labelled,
             "wall_time_s": round(state.elapsed, 2),
             "best_score": state.best_score if evals else None,
+            "teacher_budget": self.T.get("teacher_budget"),
+            "teacher_budget_passes": run.teacher_budget,
             "teacher_forward_passes": t_forward,
             "assistant_forward_passes": a_forward,
             "teacher_requests": teacher.cache.n_requested,
@@ -367,6 +503,7 @@ class DistillTrainer:
             "baseline_teacher_forward_passes": every_example_every_epoch,
             "teacher_forward_passes_saved": every_example_every_epoch - t_forward,
             "teacher_forward_ratio": t_forward / every_example_every_epoch if every_example_every_epoch else None,
+            "query_rounds": run.rounds.history if run.rounds is not None else [],
             "history": state.history,
         }
 
@@ -407,7 +544,13 @@ class DistillTrainer:
         run.teacher.cache.to_disk(path / "teacher_cache.safetensors")
         if run.assistant is not None:
             run.assistant.cache.to_disk(path / "assistant_cache.safetensors")
-        srsly.write_json(path / "state.json", {**state.__dict__, "n_examples": len(run.examples)})
+        data = {**state.__dict__, "n_examples": len(run.examples)}
+        if run.rounds is not None:
+            from safetensors.torch import save_file
+
+            save_file({"answered": run.rounds.answered}, str(path / "rounds.safetensors"))
+            data["query_rounds"] = run.rounds.history
+        srsly.write_json(path / "state.json", data)
 
     def _load_checkpoint(self, run: Run) -> DistillState:
         if self.output_path is None:
@@ -434,8 +577,14 @@ class DistillTrainer:
             run.assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device)
         data = srsly.read_json(ckpt / "state.json")
         data.pop("n_examples", None)
+        history = data.pop("query_rounds", [])
+        if run.rounds is not None:
+            from safetensors.torch import load_file
+
+            run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
+            run.rounds.history = history
         state = DistillState(**data)
-        self.stdout.write(self.msg.info(f"Resuming at step {state.step} (epoch {state.epoch})") + "\n")
+        self._say("info", f"Resuming at step {state.step} (epoch {state.epoch})")
         return state
 
 

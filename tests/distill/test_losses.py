@@ -92,6 +92,18 @@ def test_multilabel_cross_entropy_respects_mask():
     assert float(got) == pytest.approx(expected, rel=1e-6)
 
 
+def test_cross_entropy_averages_over_labelled_rows_only():
+    # Row 1 is unlabelled text: no gold, so it neither adds to the sum nor
+    # counts in the mean.
+    gold = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    expected = -math.log(softmax(STUDENT[0])[1])
+    got = cross_entropy(torch.tensor(STUDENT), gold, mask=mask)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    none = cross_entropy(torch.tensor(STUDENT), gold, mask=torch.zeros(2, 3))
+    assert float(none) == 0.0 and none.requires_grad is False
+
+
 def test_teacher_assistant_kl_sums_subset_means():
     kl = make_kl_divergence_v1(temperature=2.0)
     student = torch.tensor(STUDENT + [[0.0, 1.0, -1.0]])

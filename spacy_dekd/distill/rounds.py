@@ -1,0 +1,135 @@
+"""Query rounds: unlabelled text, and a budget of teacher answers.
+
+Labelled examples learn batch by batch as in Algorithm 1: the selector picks
+rows of each batch, the router sends them to the teacher or the assistant.
+Unlabelled text has no gold label to learn from before it is answered, so it
+is selected over the whole pool instead: each epoch after the first (which
+trains on the labelled examples alone, so that the student's uncertainty
+means something) starts with a query round, in which
+
+1. the student predicts every unlabelled text that no model has answered yet,
+2. the objective's selector ranks them and keeps the ones worth a query, and
+   its router sends the more certain to the teacher and the rest to the
+   assistant (Eq. 4-6 over the pool instead of a batch),
+3. the answered texts join the training set for the rest of the run, in
+   batches of their own, each learning from the answer it got (no CE).
+
+A teacher budget b caps the distinct examples the teacher answers over the
+run at ceil(b·N), N counting labelled and unlabelled examples. The labelled
+batches take what Algorithm 1 can ask of the teacher (`labelled_need`); the
+rounds share the rest evenly (round j may bring its total to ceil(P·j/R) of
+the P left for them), so that later rounds choose with a better student, and
+how a round spends its share is the selector's choice: the most uncertain
+texts for entropy, any for random selection and vanilla KD.
+
+Everything here depends on counts alone, not on what the student predicts, so
+a run knows its number of steps before it starts.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+
+from .objective import DeKDObjective
+
+UNANSWERED, TEACHER, ASSISTANT = 0, 1, 2
+
+
+def check_budget(budget: Optional[float]) -> None:
+    if budget is not None and not 0.0 < budget <= 1.0:
+        raise ValueError(
+            f"[distillation] teacher_budget must be in (0, 1] (a fraction of all "
+            f"examples), or null for no cap; got {budget}."
+        )
+
+
+def labelled_need(objective: DeKDObjective, batch_sizes: List[int], n_epochs: int, n_labelled: int) -> int:
+    """The most distinct labelled examples Algorithm 1 can ask the teacher
+    about: the rows of each labelled batch it queries, every epoch, and never
+    more than the labelled examples (each is asked at most once).
+    """
+    per_epoch = sum(objective.teacher_query_size(n) for n in batch_sizes)
+    return min(n_labelled, per_epoch * n_epochs)
+
+
+@dataclass
+class QueryRounds:
+    """The unlabelled examples of a run, who answered each, and the schedule.
+
+    first_id (int): Corpus id of the first unlabelled example; ids from
+        there to `n_examples` are unlabelled.
+    n_examples (int): Labelled and unlabelled examples.
+    first_epoch (int): The epoch that starts with the first round.
+    n_rounds (int): One per epoch from `first_epoch` on.
+    pool_budget (Optional[int]): Teacher answers the rounds may give in all;
+        None for no cap.
+    """
+
+    first_id: int
+    n_examples: int
+    first_epoch: int
+    n_rounds: int
+    pool_budget: Optional[int] = None
+    answered: torch.Tensor = field(init=False)  # (N,) int8: UNANSWERED, TEACHER, ASSISTANT
+    history: List[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.answered = torch.zeros(self.n_examples, dtype=torch.int8)
+
+    @classmethod
+    def create(cls, n_labelled: int, n_unlabelled: int, n_epochs: int, pool_budget: Optional[int]) -> "QueryRounds":
+        first_epoch = 1 if n_labelled > 0 and n_epochs > 1 else 0
+        return cls(n_labelled, n_labelled + n_unlabelled, first_epoch, n_epochs - first_epoch, pool_budget)
+
+    def round_of(self, epoch: int) -> Optional[int]:
+        """The round an epoch starts with, or None."""
+        j = epoch - self.first_epoch
+        return j if 0 <= j < self.n_rounds else None
+
+    def allowance(self, round_index: int, spent: int) -> Optional[int]:
+        """Teacher answers round j may give, having given `spent` before."""
+        if self.pool_budget is None:
+            return None
+        share = math.ceil(self.pool_budget * (round_index + 1) / self.n_rounds)
+        return max(0, min(self.pool_budget, share) - spent)
+
+    @property
+    def teacher_answers(self) -> int:
+        return int((self.answered == TEACHER).sum())
+
+    def unanswered(self) -> torch.Tensor:
+        """Corpus ids of the unlabelled examples nobody answered yet."""
+        pool = self.answered[self.first_id :]
+        return torch.nonzero(pool == UNANSWERED).flatten() + self.first_id
+
+    def answered_ids(self) -> List[int]:
+        """Corpus ids of the unlabelled examples answered so far, ascending."""
+        pool = self.answered[self.first_id :]
+        return (torch.nonzero(pool != UNANSWERED).flatten() + self.first_id).tolist()
+
+    def record(self, epoch: int, teacher_ids: torch.Tensor, assistant_ids: torch.Tensor, n_candidates: int) -> None:
+        self.answered[teacher_ids] = TEACHER
+        self.answered[assistant_ids] = ASSISTANT
+        self.history.append(
+            {"epoch": epoch, "candidates": n_candidates, "teacher": int(teacher_ids.numel()), "assistant": int(assistant_ids.numel())}
+        )
+
+    def rows_by_answer(self, ids: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Positions in `ids` answered by the teacher and by the assistant."""
+        answers = self.answered[torch.tensor(ids)]
+        return torch.nonzero(answers == TEACHER).flatten(), torch.nonzero(answers == ASSISTANT).flatten()
+
+    def planned_sizes(self, objective: DeKDObjective, n_epochs: int) -> List[int]:
+        """Answered unlabelled examples at each epoch, from counts alone."""
+        answered, spent, sizes = 0, 0, []
+        for epoch in range(n_epochs):
+            j = self.round_of(epoch)
+            if j is not None:
+                n_teacher, n_assistant = objective.query_sizes(
+                    self.n_examples - self.first_id - answered, self.allowance(j, spent)
+                )
+                answered += n_teacher + n_assistant
+                spent += n_teacher
+            sizes.append(answered)
+        return sizes

@@ -1,0 +1,207 @@
+"""Unlabelled text, query rounds and the teacher budget, on tiny models."""
+import json
+import math
+
+import pytest
+import spacy
+from thinc.api import Config
+
+import spacy_dekd.distill.trainer as trainer_module
+from spacy_dekd.cli.distill import distill
+from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.distill.trainer import DistillationError
+
+from ..conftest import toy_rows, write_jsonl
+from .conftest import DEKD_CFG, accuracy, fail_line, overrides, spacy_cli
+
+SELECTORS = {
+    "entropy": {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 0.5},
+    "margin": {"@dekd_selectors": "spacy-dekd.MarginSelector.v1", "ratio": 0.5},
+    "least_confidence": {"@dekd_selectors": "spacy-dekd.LeastConfidenceSelector.v1", "ratio": 0.5},
+    "random": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": 1},
+    "all": {"@dekd_selectors": "spacy-dekd.AllSelector.v1", "seed": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    """200 unlabelled sentences, one per line, and 40 labelled ones."""
+    root = tmp_path_factory.mktemp("unlabelled")
+    unlabelled = root / "unlabelled.txt"
+    unlabelled.write_text("".join(row["text"] + "\n" for row in toy_rows(200, seed=7)), encoding="utf8")
+    labelled = write_jsonl(toy_rows(40, seed=8), root / "labelled.jsonl")
+    return {"unlabelled": unlabelled, "labelled": labelled, "root": root}
+
+
+def config_with(tmp_path, *, selector="entropy", teacher_only=False, base=DEKD_CFG):
+    """A student config with unlabelled text read by spaCy's PlainTextCorpus."""
+    config = Config().from_disk(base, interpolate=False)
+    config["paths"]["unlabeled"] = None
+    config["corpora"]["unlabeled"] = {"@readers": "spacy.PlainTextCorpus.v1", "path": "${paths.unlabeled}"}
+    config["distillation"]["objective"]["selector"] = SELECTORS[selector]
+    if teacher_only:
+        config["distillation"]["objective"]["teacher_assistant"]["router"] = {
+            "@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"
+        }
+    path = tmp_path / "student.cfg"
+    config.to_disk(path)
+    return path
+
+
+def unlabelled_overrides(toy_data, models, texts, **extra):
+    return overrides(
+        toy_data, models["narrow"],
+        **{"paths.train": str(texts["labelled"]), "paths.unlabeled": str(texts["unlabelled"]),
+           "distillation.unlabeled_corpus": "corpora.unlabeled", **extra},
+    )
+
+
+def count_forwards(monkeypatch):
+    """Texts each frozen model runs on, told apart by depth (teacher 4, assistant 2)."""
+    seen = {"teacher": [], "assistant": []}
+    original = trainer_module.teacher_forward
+
+    def counting(pipe, docs, *, hidden):
+        seen["teacher" if pipe.shim.module.n_layers == 4 else "assistant"].extend(doc.text for doc in docs)
+        return original(pipe, docs, hidden=hidden)
+
+    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    return seen
+
+
+def test_unlabelled_text_from_a_plain_text_corpus_trains(models, toy_data, texts, tmp_path, monkeypatch):
+    seen = count_forwards(monkeypatch)
+    metrics = distill(
+        str(models["teacher"]), config_with(tmp_path), tmp_path / "out", assistant_path=str(models["assistant"]),
+        overrides=unlabelled_overrides(toy_data, models, texts),
+    )
+    assert metrics["labeled_examples"] == 40 and metrics["unlabeled_examples"] == 200
+    rounds = metrics["query_rounds"]
+    # Epoch 0 learns from the 40 labelled examples; epochs 1 and 2 start with
+    # a round over the pool: r = 0.5 of the unanswered texts, split in halves.
+    assert [r["epoch"] for r in rounds] == [1, 2]
+    assert [r["candidates"] for r in rounds] == [200, 100]
+    assert [(r["teacher"], r["assistant"]) for r in rounds] == [(50, 50), (25, 25)]
+    assert len(seen["teacher"]) == metrics["teacher_forward_passes"]
+    assert len(seen["assistant"]) == metrics["assistant_forward_passes"]
+    # Answered texts joined the training set: more steps than 3 epochs of 40.
+    assert metrics["steps"] == 3 * 3 + math.ceil(100 / 16) + math.ceil(150 / 16)
+    student = spacy.load(tmp_path / "out" / "model-best")
+    assert accuracy(student, toy_data["dev"]) >= 0.9
+
+
+@pytest.mark.parametrize("selector", sorted(SELECTORS))
+@pytest.mark.parametrize("budget", [0.25, 0.6])
+def test_the_teacher_budget_is_never_exceeded(models, toy_data, texts, tmp_path, monkeypatch, selector, budget):
+    seen = count_forwards(monkeypatch)
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.teacher_budget": budget})
+    metrics = distill(
+        str(models["teacher"]), config_with(tmp_path, selector=selector), tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    cap = math.ceil(budget * 240)
+    assert metrics["teacher_budget_passes"] == cap
+    assert len(seen["teacher"]) == metrics["teacher_forward_passes"] <= cap
+    # The rounds spend what the labelled batches leave, not less: the budget
+    # is the limit, and there are texts enough to spend it on.
+    answered = sum(r["teacher"] for r in metrics["query_rounds"])
+    labelled_queries = metrics["teacher_forward_passes"] - answered
+    assert answered >= cap - labelled_queries - 40
+
+
+def test_entropy_rounds_ask_about_the_texts_the_student_is_unsure_of(models, toy_data, texts, tmp_path, monkeypatch):
+    # With the teacher only and a budget of one text for the round, the round
+    # asks about the pool's most uncertain text by the student's prediction.
+    seen = count_forwards(monkeypatch)
+    scored, asked = [], []
+    original_predict = trainer_module.DistillTrainer._predict
+    original_round = trainer_module.DistillTrainer.query_round
+
+    def predict(self, examples, batch_size=1024):
+        logits = original_predict(self, examples, batch_size)
+        entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+        scored.append(examples[int(entropy.argmax())].text)
+        return logits
+
+    def query_round(self, run, epoch):
+        before = len(seen["teacher"])
+        original_round(self, run, epoch)
+        asked.append(seen["teacher"][before:])
+
+    monkeypatch.setattr(trainer_module.DistillTrainer, "_predict", predict)
+    monkeypatch.setattr(trainer_module.DistillTrainer, "query_round", query_round)
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.max_epochs": 2})
+    over["distillation.objective.alignment_weight"] = 0
+    # Batches of 16, 16 and 8 labelled examples, half of each asked: 20 an
+    # epoch, all 40 over two; one more for the single round.
+    over["distillation.teacher_budget"] = 41 / 240
+    distill(str(models["teacher"]), config_with(tmp_path, teacher_only=True), tmp_path / "out", overrides=over)
+    assert asked == [[scored[0]]]
+
+
+def test_a_dataset_corpus_without_a_label_column_is_unlabelled_text(tmp_path):
+    path = write_jsonl([{"text": "a good film"}, {"text": "a dull plot"}], tmp_path / "texts.jsonl")
+    examples = list(DatasetCorpus(path, label_field=None)(spacy.blank("en")))
+    assert [eg.reference.text for eg in examples] == ["a good film", "a dull plot"]
+    assert all(eg.reference.cats == {} for eg in examples)
+
+
+def test_labels_in_the_unlabelled_corpus_are_ignored_with_one_warning(models, toy_data, texts, tmp_path):
+    cfg = config_with(tmp_path)
+    config = Config().from_disk(cfg, interpolate=False)
+    config["corpora"]["unlabeled"] = {"@readers": "spacy-dekd.DatasetCorpus.v1", "path": str(texts["labelled"])}
+    config.to_disk(cfg)
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.max_epochs": 2})
+    args = [f"--{k}={v}" for k, v in over.items() if k != "paths.unlabeled"]
+    result = spacy_cli("distill", str(models["teacher"]), str(cfg), "--assistant", str(models["assistant"]), *args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    warnings = [line for line in result.stdout.splitlines() if "have labels" in line]
+    assert len(warnings) == 1 and "40 of 40" in warnings[0] and "ignored" in warnings[0]
+
+
+# Bad input: one line naming the setting, exit 1, nothing written.
+
+
+def distill_cli_args(models, over):
+    return [str(models["teacher"]), "--assistant", str(models["assistant"]), *[f"--{k}={v}" for k, v in over.items()]]
+
+
+@pytest.mark.parametrize("budget", [0, -0.5, 1.5])
+def test_budget_outside_unit_interval(models, toy_data, texts, tmp_path, budget):
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.teacher_budget": budget})
+    out = tmp_path / "out"
+    result = spacy_cli("distill", *distill_cli_args(models, over)[:1], str(config_with(tmp_path)), *distill_cli_args(models, over)[1:], "--output", str(out))
+    line = fail_line(result)
+    assert "teacher_budget" in line and "(0, 1]" in line and "Traceback" not in result.stdout + result.stderr
+    assert not (out / "model-last").exists()
+
+
+def test_budget_below_what_the_labelled_set_needs(models, toy_data, texts, tmp_path):
+    # Vanilla KD asks the teacher about each of the 40 labelled examples.
+    cfg = config_with(tmp_path, selector="all", teacher_only=True, base=DEKD_CFG.parent / "kd.cfg")
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.teacher_budget": 0.1})
+    result = spacy_cli("distill", str(models["teacher"]), str(cfg), *[f"--{k}={v}" for k, v in over.items()])
+    line = fail_line(result)
+    assert "teacher_budget = 0.1 allows 24" in line and "need up to 40" in line and "at least 0.167" in line
+
+
+def test_empty_unlabelled_corpus(models, toy_data, texts, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf8")
+    over = unlabelled_overrides(toy_data, models, texts, **{"paths.unlabeled": str(empty)})
+    with pytest.raises(DistillationError, match=r"unlabelled corpus 'corpora.unlabeled' .*unlabeled_corpus.* is empty"):
+        distill(str(models["teacher"]), config_with(tmp_path), tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over)
+    assert not (tmp_path / "out" / "model-last").exists()
+
+
+def test_resume_keeps_what_the_rounds_answered(models, toy_data, texts, tmp_path):
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.eval_frequency": 4, "distillation.max_steps": 8})
+    cfg = config_with(tmp_path)
+    first = distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over)
+    assert len(first["query_rounds"]) == 1
+    over["distillation.max_steps"] = 0
+    second = distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over, resume=True)
+    assert [r["epoch"] for r in second["query_rounds"]] == [1, 2]
+    assert second["query_rounds"][0] == first["query_rounds"][0]
+    state = json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())
+    assert state["rounds_done"] == 2
