@@ -1,13 +1,16 @@
-"""Split the movie-review sentences into train / dev / test, with a fixed seed.
+"""Split the movie-review sentences into train / dev / test, with a fixed seed,
+and keep the rest of the training sentences as unlabelled text.
 
 Positive score → "positive", negative → "negative", zeros dropped. The test
 and dev partitions are fixed (the first 1,000 and the next 500 sentences
 after shuffling with the seed) whatever the training size, so that runs of
 different sizes are scored on the same sentences. Writes `{split}.jsonl`
-(for `spacy-dekd.DatasetCorpus.v1`) and `{split}.spacy` (for `spacy
-evaluate` and `spacy benchmark`).
+(for `spacy-dekd.DatasetCorpus.v1`), `{split}.spacy` (for `spacy evaluate`
+and `spacy benchmark`), and `unlabeled.txt`: the training sentences after the
+first `--n-train`, one per line and without their labels (at most
+`--n-unlabeled`), for `spacy.PlainTextCorpus.v1`.
 
-    python scripts/build_corpus.py assets/movies corpus/movies --n-train 2000
+    python scripts/build_corpus.py assets/movies corpus/movies --n-train 800
 """
 import argparse
 import json
@@ -43,6 +46,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("source", type=Path, help="folder holding " + SOURCE)
     parser.add_argument("output", type=Path)
     parser.add_argument("--n-train", type=int, default=0, help="0: all the rest")
+    parser.add_argument("--n-unlabeled", type=int, default=0, help="0: every training sentence after --n-train")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     source = args.source / SOURCE
@@ -56,8 +60,11 @@ def main(argv: List[str]) -> int:
         "dev": rows[N_TEST : N_TEST + N_DEV],
         "train": rows[N_TEST + N_DEV :],
     }
+    unlabeled = []
     if args.n_train:
-        splits["train"] = splits["train"][: args.n_train]
+        splits["train"], unlabeled = splits["train"][: args.n_train], splits["train"][args.n_train :]
+    if args.n_unlabeled:
+        unlabeled = unlabeled[: args.n_unlabeled]
     args.output.mkdir(parents=True, exist_ok=True)
     nlp = spacy.blank("en")
     for name, split in splits.items():
@@ -69,6 +76,11 @@ def main(argv: List[str]) -> int:
         write_docbin(corpus(nlp), args.output / f"{name}.spacy")
         n_pos = sum(row["label"] == "positive" for row in split)
         print(f"✔ {name}: {len(split)} sentences ({n_pos} positive) → {jsonl}")
+    text = args.output / "unlabeled.txt"
+    tmp = text.with_suffix(".txt.tmp")
+    tmp.write_text("".join(row["text"] + "\n" for row in unlabeled), encoding="utf8")
+    tmp.replace(text)
+    print(f"✔ unlabeled: {len(unlabeled)} sentences, labels dropped → {text}")
     return 0
 
 

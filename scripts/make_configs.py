@@ -8,6 +8,7 @@ checks that the files on disk match.
     python scripts/make_configs.py
 """
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Dict
 
@@ -20,6 +21,25 @@ ASSISTANT_ONLY = {"@dekd_selectors": "spacy-dekd.AssistantOnlyRouter.v1"}
 ALL = {"@dekd_selectors": "spacy-dekd.AllSelector.v1", "seed": "${system.seed}"}
 NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None, "align_rows": None}
 KD_WEIGHTS = {"ce_weight": 0.5, "ta_weight": 0.5}
+
+# A compact pretrained student (MiniLM-L6, width 384, its own tokenizer) that
+# also learns from unlabelled text the teacher and the assistant answer in
+# query rounds, under a teacher budget.
+MINILM = {
+    "paths.encoder": "assets/all-MiniLM-L6-v2",
+    "paths.unlabeled": "corpus/movies/unlabeled.txt",
+    "corpora.unlabeled": {"@readers": "spacy.PlainTextCorpus.v1", "path": "${paths.unlabeled}"},
+    "components.textcat.model.pooling": "mean",
+    "distillation.student_init": {"@misc": "spacy-dekd.StudentFromPretrained.v1"},
+    "distillation.unlabeled_corpus": "corpora.unlabeled",
+    "distillation.teacher_budget": 0.25,
+}
+KD = {
+    "distillation.objective.selector": ALL,
+    "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
+    "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
+}
+RANDOM = {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}
 
 # name: (description, {dotted path: value}); None removes a block.
 VARIANTS: Dict[str, Any] = {
@@ -38,14 +58,15 @@ VARIANTS: Dict[str, Any] = {
             },
         },
     ),
-    "kd": (
-        "Vanilla KD (Eq. 3): every example, teacher only, (1-λ)·CE + λ·KL with λ = 0.5.",
-        {
-            "distillation.objective.selector": ALL,
-            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
-            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
-        },
+    "kd": ("Vanilla KD (Eq. 3): every example, teacher only, (1-λ)·CE + λ·KL with λ = 0.5.", KD),
+    "dekd_minilm": (
+        "DeKD into a pretrained MiniLM-L6 student (width 384, its own tokenizer; alignment "
+        "through learned 384 -> 768 projections) that also learns from the unlabelled "
+        "training sentences, the teacher answering at most 25 % of all examples.",
+        MINILM,
     ),
+    "kd_minilm": ("Vanilla KD into the MiniLM student over the same unlabelled text and budget.", {**KD, **MINILM}),
+    "select_random_minilm": ("dekd_minilm selecting the texts for the teacher at random.", {**RANDOM, **MINILM}),
     "assistant": (
         "The teacher assistant: 6 of the teacher's layers, distilled by vanilla KD.",
         {
@@ -76,12 +97,12 @@ VARIANTS: Dict[str, Any] = {
             "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
         },
     ),
-    "wo_ds": ("DeKD without data selection: every example queries (r = 1).", {"distillation.objective.selector.ratio": 1.0}),
+    "wo_ds": ("DeKD without data selection: every example queries.", {"distillation.objective.selector": ALL}),
     "wo_ta": ("DeKD without the teacher assistant: the teacher answers every selected example.", {"distillation.objective.teacher_assistant.router": TEACHER_ONLY}),
     "wo_doa": ("DeKD without dynamic objective alignment (λ3 = 0).", {"distillation.objective": NO_ALIGNMENT}),
     "select_lc": ("DeKD selecting by least confidence (Eq. 11).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.LeastConfidenceSelector.v1", "ratio": 0.5}}),
     "select_margin": ("DeKD selecting by margin (Eq. 12).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.MarginSelector.v1", "ratio": 0.5}}),
-    "select_random": ("DeKD selecting at random (the paper's baseline).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}),
+    "select_random": ("DeKD selecting at random (the paper's baseline).", RANDOM),
 }
 
 
@@ -105,7 +126,8 @@ def render(name: str) -> str:
     config = Config().from_disk(CONFIGS / "dekd.cfg", interpolate=False)
     for path, value in changes.items():
         apply(config, path, value)
-    header = f"# {description}\n# Generated from dekd.cfg by scripts/make_configs.py: edit that, then rerun it.\n"
+    header = "".join(f"# {line}\n" for line in textwrap.wrap(description, 78))
+    header += "# Generated from dekd.cfg by scripts/make_configs.py: edit that, then rerun it.\n"
     return header + config.to_str(interpolate=False)
 
 

@@ -4,6 +4,9 @@
         Entropy, least-confidence, margin and random selection at each ratio (Fig. 2).
     python scripts/sweep.py assistants --sizes 4 6 9 11 --seeds 0 1 2
         An assistant of each size, then a DeKD student with it (Fig. 3).
+    python scripts/sweep.py budgets --budgets 0.1 0.25 0.5 1.0 --seeds 0 1 2
+        MiniLM students learning from the unlabelled sentences under each
+        teacher budget: entropy selection (DeKD), random selection, vanilla KD.
 """
 import argparse
 import json
@@ -14,6 +17,7 @@ from typing import List
 from compare import compare, run
 
 SELECTOR_CONFIGS = ["dekd", "select_lc", "select_margin", "select_random"]
+BUDGET_CONFIGS = ["dekd_minilm", "select_random_minilm", "kd_minilm"]
 TEACHER = "training/teacher/model-best"
 ASSISTANT = "training/assistant/model-best"
 TEST = "corpus/movies/test.spacy"
@@ -21,7 +25,9 @@ TEST = "corpus/movies/test.spacy"
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", choices=["selectors", "assistants"])
+    parser.add_argument("sweep", choices=["selectors", "assistants", "budgets"])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--configs", nargs="+", default=None, help="budgets: the configs to compare")
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[4, 6, 9, 11])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -39,6 +45,15 @@ def main(argv: List[str]) -> int:
                 TEACHER, TEST, SELECTOR_CONFIGS, args.seeds, root / f"r{ratio}", name="selectors",
                 assistant=ASSISTANT, gpu_id=args.gpu_id,
                 sets=sets + [f"distillation.objective.selector.ratio={ratio}"],
+            )
+    elif args.sweep == "budgets":
+        root = Path("training/budgets")
+        for budget in args.budgets:
+            print(f"teacher budget {budget}", flush=True)
+            results[str(budget)] = compare(
+                TEACHER, TEST, args.configs or BUDGET_CONFIGS, args.seeds, root / f"b{budget}", name="budget",
+                assistant=ASSISTANT, gpu_id=args.gpu_id,
+                sets=[f"distillation.max_epochs={args.epochs}", f"distillation.teacher_budget={budget}"],
             )
     else:
         root = Path("training/assistants")
@@ -64,7 +79,32 @@ def main(argv: List[str]) -> int:
             }
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{args.sweep}.json").write_text(json.dumps(results, indent=2))
+    if args.sweep == "budgets":
+        table = budget_table(results)
+        (root / "budgets.md").write_text(table)
+        print(table, flush=True)
     return 0
+
+
+def budget_table(results: dict) -> str:
+    """Test accuracy (model-best, mean ± sd over seeds) of each config at
+    each budget, with the teacher's forward passes."""
+    budgets = list(results)
+    configs = [s["config"] for s in results[budgets[0]]]
+    lines = [
+        "| config | " + " | ".join(f"budget {float(b):.0%}" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for config in configs:
+        cells = []
+        for b in budgets:
+            s = next(s for s in results[b] if s["config"] == config)
+            cells.append(
+                f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f} ({s['teacher_forward_passes']:.0f} teacher, "
+                f"{s['assistant_forward_passes']:.0f} TA)"
+            )
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -23,15 +23,16 @@ VOCAB = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL + list("abcdefghijklmnopqrstuvwx
 
 
 def write_tiny_encoder(
-    path: Path, model_type: str = "bert", *, n_layers: int = 2, hidden: int = 32, seed: int = 0
+    path: Path, model_type: str = "bert", *, n_layers: int = 2, hidden: int = 32, seed: int = 0,
+    words: List[str] = VOCAB,
 ) -> Path:
-    """A randomly initialised encoder and a WordPiece tokenizer over VOCAB,
-    saved in Hugging Face format.
+    """A randomly initialised encoder and a WordPiece tokenizer over `words`
+    (VOCAB by default), saved in Hugging Face format.
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import AutoModel, BertConfig, MPNetConfig, PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(VOCAB)}
+    vocab = {token: i for i, token in enumerate(words)}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -50,7 +51,7 @@ def write_tiny_encoder(
         model_max_length=512,
     )
     common = dict(
-        vocab_size=len(VOCAB),
+        vocab_size=len(words),
         hidden_size=hidden,
         num_hidden_layers=n_layers,
         num_attention_heads=2,

@@ -1,5 +1,9 @@
 """Readers: local files of every format to Examples with cats."""
 import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import spacy
@@ -83,3 +87,23 @@ def test_bad_input(nlp, tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="Cannot read"):
         list(DatasetCorpus(tmp_path / "a.txt")(nlp))
+
+
+def test_build_corpus_keeps_the_rest_of_train_as_unlabelled_text(tmp_path):
+    source = tmp_path / "movies"
+    source.mkdir()
+    lines = [f"{i}\t{(-1) ** i * 1.5}\tsentence number {i}" for i in range(1600)] + ["9999\t0\tneutral one"]
+    (source / "movieReviewSnippets_GroundTruth.txt").write_text("\n".join(lines) + "\n", encoding="utf8")
+    out = tmp_path / "corpus"
+    script = Path(__file__).parents[1] / "scripts" / "build_corpus.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(source), str(out), "--n-train", "60", "--n-unlabeled", "30"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    read = lambda name: [json.loads(line)["text"] for line in (out / f"{name}.jsonl").read_text().splitlines()]
+    train, dev, test = read("train"), read("dev"), read("test")
+    unlabeled = (out / "unlabeled.txt").read_text(encoding="utf8").splitlines()
+    assert (len(train), len(dev), len(test), len(unlabeled)) == (60, 500, 1000, 30)
+    assert not set(unlabeled) & (set(train) | set(dev) | set(test))
+    assert "neutral one" not in unlabeled  # zero scores are dropped everywhere

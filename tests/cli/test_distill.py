@@ -9,13 +9,16 @@ import pytest
 import spacy
 import torch
 from thinc.api import Config
+from transformers import AutoTokenizer
 
 import spacy_dekd.distill.trainer as trainer_module
 from spacy_dekd.cli.distill import distill
 from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.distill.cache import OutputCache
 from spacy_dekd.distill.trainer import DistillationError
+from spacy_dekd.models import TransformerClassifierShim
 
+from ..conftest import SPECIAL, VOCAB, write_tiny_encoder
 from .conftest import ROOT, accuracy, fail_line, overrides, spacy_cli, student_config, train_classifier
 
 def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
@@ -47,6 +50,40 @@ def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["teacher_forward_passes"] <= metrics["examples"]
     assert metrics["assistant_forward_passes"] > 0
+
+
+def test_a_student_of_its_own_width_and_tokenizer_distils_from_a_bert_teacher(models, toy_data, tmp_path, monkeypatch):
+    # MiniLM-shaped: a pretrained encoder of another width (16, the teacher
+    # 32) whose vocabulary numbers the word pieces otherwise, and is larger.
+    words = SPECIAL + list(reversed(VOCAB[len(SPECIAL):])) + [f"extra{i}" for i in range(40)]
+    encoder = write_tiny_encoder(tmp_path / "minilm", "bert", n_layers=2, hidden=16, seed=5, words=words)
+    teacher = spacy.load(models["teacher"]).get_pipe("textcat").shim.tokenizer
+    ours = AutoTokenizer.from_pretrained(str(encoder))
+    assert ours("a good film")["input_ids"] != teacher("a good film")["input_ids"]
+    # Each model tokenizes the text itself: record the ids each width saw.
+    seen = {}
+    original = TransformerClassifierShim.encode
+
+    def encode(self, docs):
+        encoded = original(self, docs)
+        for doc, ids in zip(docs, encoded["input_ids"]):
+            seen[(self.module.width, doc.text)] = ids
+        return encoded
+
+    monkeypatch.setattr(TransformerClassifierShim, "encode", encode)
+    over = overrides(toy_data, encoder, **{"distillation.max_epochs": 6, "distillation.optimizer.learn_rate": 0.003})
+    metrics = distill(
+        str(models["teacher"]), student_config(tmp_path, from_pretrained=True), tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    assert metrics["history"][-1]["da"] > 0  # aligned through the 16 -> 32 projection
+    for (width, text), ids in seen.items():
+        assert ids == (ours if width == 16 else teacher)(text)["input_ids"]
+    assert {width for width, _ in seen} == {16, 32}
+    student = spacy.load(tmp_path / "out" / "model-best")
+    shim = student.get_pipe("textcat").shim
+    assert shim.module.width == 16 and shim.tokenizer.get_vocab() == ours.get_vocab()
+    assert accuracy(student, toy_data["dev"]) >= 0.9
 
 
 @pytest.mark.parametrize("reuse", [False, True])
