@@ -115,6 +115,17 @@ class DeKDObjective:
         """Whether selection or routing reads the student's predictions."""
         return self.selector.reads_logits or self.teacher_assistant.router.reads_logits
 
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        """The states of the generators its parts draw from (a random
+        selector's), for an exact resume.
+        """
+        generator = getattr(self.selector, "generator", None)
+        return {} if generator is None else {"selector": generator.get_state()}
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
+        if "selector" in state:
+            self.selector.generator.set_state(state["selector"])
+
     def initialize(
         self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int
     ) -> List[nn.Parameter]:

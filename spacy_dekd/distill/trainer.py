@@ -5,6 +5,7 @@ student, asks the objective which rows the frozen models must see, fetches
 their (cached) outputs, and steps the optimizer. One screen per part:
 `DistillTrainer.__call__` is the loop; the rest is bookkeeping.
 """
+import hashlib
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import srsly
 import torch
@@ -29,6 +30,21 @@ from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
 from .objective import DeKDObjective, LossTerms, TeacherOutput
+from .checkpoint import (
+    Lock,
+    OutputError,
+    config_fingerprint,
+    corpus_fingerprint,
+    remove,
+    commit,
+    differences,
+    make_readable,
+    recover,
+    rng_state,
+    set_rng_state,
+    staged,
+    write_json,
+)
 from .rounds import QueryRounds, check_budget, labelled_need
 
 logger = logging.getLogger("spacy_dekd")
@@ -164,10 +180,7 @@ class DistillTrainer:
             raise DistillationError(str(err)) from err
         student = self.student_pipe.shim.module
         assert student is not None
-        if T["dropout"] is not None:
-            for module in student.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = float(T["dropout"])
+        self._set_dropout()
         if T["mixed_precision"]:  # student, teacher and assistant alike
             for pipe in (self.student_pipe, self.teacher_pipe, self.assistant_pipe):
                 if isinstance(pipe, TransformerTextCategorizer):
@@ -188,6 +201,16 @@ class DistillTrainer:
         projections = self.objective.projections()
         if projections is not None:
             projections.to(self.student_pipe.shim.device)
+
+    def _set_dropout(self) -> None:
+        """`[distillation] dropout` on every dropout layer of the student, also
+        after a resume rebuilt it from its saved config.
+        """
+        if self.T["dropout"] is None:
+            return
+        for module in self.student_pipe.shim.module.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = float(self.T["dropout"])
 
     def prepare(self) -> "Run":
         """Read the corpora, check the budget, initialize the student, build
@@ -229,8 +252,34 @@ class DistillTrainer:
             pool_budget = None if teacher_budget is None else teacher_budget - need
             rounds = QueryRounds.create(n_labelled, len(unlabelled), T["max_epochs"], pool_budget)
         total_steps = T["max_steps"] or self._planned_steps(examples, n_labelled, rounds)
+        if total_steps == 0:
+            raise DistillationError(
+                "The run has no step to take (max_epochs = 0, or a batcher that makes no "
+                "batch): set [distillation] max_epochs or max_steps, and a batcher size > 0."
+            )
+        self.fingerprint = {
+            "corpus": corpus_fingerprint((eg.text for eg in examples), (eg.reference.cats for eg in examples)),
+            "labelled_examples": n_labelled,
+            "teacher": _pipe_sha256(self.teacher_pipe),
+            "assistant": _pipe_sha256(self.assistant_pipe) if self.assistant_pipe is not None else None,
+            "config": config_fingerprint(self.nlp.config.interpolate()),
+        }
         optimizer, scheduler = T["optimizer"].build(params, total_steps)
         return Run(examples, n_labelled, teacher, assistant, params, optimizer, scheduler, total_steps, rounds, teacher_budget)
+
+    def _evaluation_callback(self) -> Callable[[], Tuple[float, Dict[str, Any]]]:
+        """spaCy's evaluation over the dev corpus, read once now so that an
+        unreadable or empty dev corpus fails before the first step.
+        """
+        dot_name = self.T["dev_corpus"]
+        try:
+            dev_corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
+            n_dev = sum(1 for _ in dev_corpus(self.nlp))
+        except (OSError, ValueError) as err:
+            raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {_first_line(err)}") from err
+        if n_dev == 0:
+            raise DistillationError(f"The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples.")
+        return create_evaluation_callback(self.nlp, dev_corpus, self.T["score_weights"])
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
         corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
@@ -337,10 +386,25 @@ class DistillTrainer:
     def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
         T = self.T
         run = self.prepare()
-        dev_corpus = resolve_dot_names(self.nlp.config.interpolate(), [T["dev_corpus"]])[0]
-        evaluate = create_evaluation_callback(self.nlp, dev_corpus, T["score_weights"])
-        state = self._load_checkpoint(run) if resume else DistillState()
-        self._print_header(len(run.examples), run.total_steps)
+        evaluate = self._evaluation_callback()
+        lock = self._open_output()
+        try:
+            state = self._load_checkpoint(run) if resume else DistillState()
+            self._print_header(len(run.examples), run.total_steps)
+            state = self._train(run, state, evaluate)
+            metrics = self._metrics(state, run)
+            if self.output_path is not None:
+                self._commit({"metrics.json": lambda path: write_json(path, metrics)}, state.step)
+        finally:
+            if lock is not None:
+                lock.release()
+        return self.nlp, metrics
+
+    def _train(self, run: "Run", state: DistillState, evaluate: Callable[[], Tuple[float, Dict[str, Any]]]) -> DistillState:
+        """The loop: epochs, a query round where one is due, steps, and an
+        evaluation (and a saved set) every `eval_frequency` steps.
+        """
+        T = self.T
         started = time.perf_counter() - state.elapsed
         stop = False
         while not stop and state.epoch < T["max_epochs"]:
@@ -377,10 +441,7 @@ class DistillTrainer:
                 state.epoch += 1
                 state.batch_in_epoch = 0
         state.elapsed = time.perf_counter() - started
-        metrics = self._metrics(state, run)
-        if self.output_path is not None:
-            _write_json_atomic(self.output_path / "metrics.json", metrics)
-        return self.nlp, metrics
+        return state
 
     # Helpers
 
@@ -507,66 +568,120 @@ class DistillTrainer:
             "history": state.history,
         }
 
-    # Checkpoints: model-last / model-best are complete student pipelines;
-    # checkpoint/ holds what --resume needs. All written to a temporary
-    # folder first and moved into place, so a crash never leaves half a model.
+    # Output: model-last / model-best are complete student pipelines;
+    # checkpoint/ holds what --resume needs; checkpoint.py commits them as
+    # one set.
+
+    def _open_output(self) -> Optional[Lock]:
+        """Create the output folder, lock it against a second run, and leave
+        it holding one whole set (see checkpoint.py).
+        """
+        if self.output_path is None:
+            return None
+        try:
+            self.output_path.mkdir(parents=True, exist_ok=True)
+            lock = Lock(self.output_path)
+            lock.acquire()
+            recover(self.output_path)
+        except OutputError as err:
+            raise DistillationError(str(err)) from err
+        except OSError as err:
+            raise _write_error(self.output_path, None, err) from err
+        return lock
 
     def _save(self, run: Run, state: DistillState, is_best: bool) -> None:
-        """Write model-last, model-best if this is the best step, and the
-        checkpoint that --resume reads. Each is written into a temporary
-        folder first, and they replace the old ones only once all are
-        written: a failed write (a full disk) leaves the folders of the
-        previous evaluation as they were, consistent with each other.
+        """Write the evaluation's set: model-last, model-best if this is the
+        best step, the checkpoint that --resume reads, and metrics.json.
         """
         assert self.output_path is not None
-        names = [DIR_MODEL_LAST] + ([DIR_MODEL_BEST] if is_best else []) + [DIR_CHECKPOINT]
-        staged = {name: _staging_dir(self.output_path / name) for name in names}
+        parts: Dict[str, Callable[[Path], Any]] = {
+            DIR_MODEL_LAST: self.nlp.to_disk,
+            DIR_CHECKPOINT: lambda path: self._write_checkpoint(run, state, path),
+            "metrics.json": lambda path: write_json(path, self._metrics(state, run)),
+        }
+        if is_best:
+            parts[DIR_MODEL_BEST] = lambda path: shutil.copytree(staged(self.output_path / DIR_MODEL_LAST), path)
+        self._commit(parts, state.step)
+
+    def _commit(self, parts: Dict[str, Callable[[Path], Any]], step: Optional[int]) -> None:
+        """Write each part into its staged path, then commit them together.
+        A failed write removes what was staged and leaves the last set as it
+        was.
+        """
+        assert self.output_path is not None
         try:
-            self.nlp.to_disk(staged[DIR_MODEL_LAST])
-            if is_best:
-                shutil.copytree(staged[DIR_MODEL_LAST], staged[DIR_MODEL_BEST])
-            self._write_checkpoint(run, state, staged[DIR_CHECKPOINT])
-        except (OSError, SafetensorError) as err:
-            for tmp in staged.values():
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise _write_error(self.output_path, state.step, err) from err
-        for name, tmp in staged.items():
-            _replace_dir(tmp, self.output_path / name)
+            for name, write in parts.items():
+                tmp = staged(self.output_path / name)
+                remove(tmp)
+                write(tmp)
+                make_readable(tmp)
+            commit(self.output_path, parts)
+        except (OSError, SafetensorError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and "write" not in str(err) and "file" not in str(err):
+                raise  # not a failed write
+            for name in parts:
+                remove(staged(self.output_path / name))
+            raise _write_error(self.output_path, step, err) from err
 
     def _write_checkpoint(self, run: Run, state: DistillState, path: Path) -> None:
+        from safetensors.torch import save_file
+
         path.mkdir(parents=True)
         torch.save({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}, path / "optimizer.pt")
+        torch.save(_rng_to_tensors(rng_state({"objective": self.objective.rng_state()})), path / "rng.pt")
         projections = self.objective.projections()
         if projections is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(path / "projections.safetensors"))
         run.teacher.cache.to_disk(path / "teacher_cache.safetensors")
         if run.assistant is not None:
             run.assistant.cache.to_disk(path / "assistant_cache.safetensors")
-        data = {**state.__dict__, "n_examples": len(run.examples)}
+        data = {**state.__dict__, "fingerprint": self.fingerprint, "model_sha256": _module_sha256(self.student_pipe)}
         if run.rounds is not None:
-            from safetensors.torch import save_file
-
             save_file({"answered": run.rounds.answered}, str(path / "rounds.safetensors"))
             data["query_rounds"] = run.rounds.history
-        srsly.write_json(path / "state.json", data)
+        write_json(path / "state.json", data)
 
     def _load_checkpoint(self, run: Run) -> DistillState:
+        """Continue where the saved set left off: weights, optimizer,
+        scheduler, caches, query rounds, random states and dropout, so that
+        the run ends as the uninterrupted one would have. Refuses a set that
+        belongs to another corpus, teacher, assistant or config, or whose
+        parts come from different steps.
+        """
         if self.output_path is None:
             raise DistillationError("--resume needs --output.")
         ckpt = self.output_path / DIR_CHECKPOINT
         last = self.output_path / DIR_MODEL_LAST
         if not (ckpt / "state.json").exists() or not last.exists():
             raise DistillationError(f"Nothing to resume in '{self.output_path}': no {DIR_CHECKPOINT}/ and {DIR_MODEL_LAST}/ from an earlier run.")
+        data = json.loads((ckpt / "state.json").read_text(encoding="utf8"))
+        saved = data.pop("fingerprint", None)
+        if saved is None:
+            raise DistillationError(f"Cannot resume from '{ckpt}': it was written by an older spacy-dekd; start a new --output.")
+        changed = differences(saved, self.fingerprint)
+        if changed:
+            raise DistillationError(
+                f"Cannot resume the run in '{self.output_path}': {', '.join(changed[:3])} "
+                f"{'differs' if len(changed) == 1 else 'differ'} from when it started; resume with the "
+                "same corpus, teacher, assistant and config, or start a new --output."
+            )
         device = self.student_pipe.shim.device
-        self.student_pipe.shim.from_disk(last / self.student_pipe.name / "model")
-        saved = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+        try:
+            self.student_pipe.shim.from_disk(last / self.student_pipe.name / "model")
+        except ValueError as err:
+            raise DistillationError(f"Cannot resume: {err}") from err
+        if _module_sha256(self.student_pipe) != data.pop("model_sha256"):
+            raise DistillationError(
+                f"Cannot resume the run in '{self.output_path}': {DIR_MODEL_LAST}/ and {DIR_CHECKPOINT}/ "
+                "come from different steps; start a new --output."
+            )
+        self._set_dropout()
+        saved_optim = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
         # The optimizer holds the old parameter objects: point it at the new ones.
         run.params[:] = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
         run.optimizer.param_groups[0]["params"] = run.params
-        run.optimizer.load_state_dict(saved["optimizer"])
-        run.scheduler.load_state_dict(saved["scheduler"])
+        run.optimizer.load_state_dict(saved_optim["optimizer"])
+        run.scheduler.load_state_dict(saved_optim["scheduler"])
         projections = self.objective.projections()
         if projections is not None:
             from safetensors.torch import load_file
@@ -575,14 +690,15 @@ class DistillTrainer:
         run.teacher.cache.from_disk(ckpt / "teacher_cache.safetensors", device)
         if run.assistant is not None:
             run.assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device)
-        data = srsly.read_json(ckpt / "state.json")
-        data.pop("n_examples", None)
         history = data.pop("query_rounds", [])
         if run.rounds is not None:
             from safetensors.torch import load_file
 
             run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
             run.rounds.history = history
+        rng = _rng_from_tensors(torch.load(ckpt / "rng.pt", weights_only=True))
+        set_rng_state(rng)
+        self.objective.set_rng_state(rng["objective"])
         state = DistillState(**data)
         self._say("info", f"Resuming at step {state.step} (epoch {state.epoch})")
         return state
@@ -606,34 +722,39 @@ def _get_pipe(nlp: Language, name: str, role: str) -> Any:
     return nlp.get_pipe(name)
 
 
-def _staging_dir(path: Path) -> Path:
-    """The temporary sibling a folder is written into before it replaces `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    return tmp
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move a finished folder into place; the old one goes only after."""
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    if old.exists():
-        shutil.rmtree(old)
+def _pipe_sha256(pipe: Any) -> str:
+    """A digest of a frozen pipe's weights: what `--resume` checks it against."""
+    if isinstance(pipe, TransformerTextCategorizer):
+        return _module_sha256(pipe)
+    return hashlib.sha256(pipe.to_bytes()).hexdigest()
 
 
-def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf8")
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise _write_error(path.parent, None, err) from err
-    tmp.replace(path)
+def _module_sha256(pipe: Any) -> str:
+    """A digest of a transformer_textcat's weights, as they are in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in pipe.shim.module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _rng_to_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Random states in the types `torch.load(weights_only=True)` reads."""
+    version, internal, gauss = state["python"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    out = {**state, "python": [version, list(internal), gauss], "numpy": [name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]}
+    return out
+
+
+def _rng_from_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
+    version, internal, gauss = state["python"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "python": (version, tuple(internal), gauss), "numpy": (name, keys.numpy().astype("uint32"), pos, has_gauss, cached)}
 
 
 def _write_error(output_path: Path, step: Optional[int], err: Exception) -> DistillationError:

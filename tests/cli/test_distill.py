@@ -18,7 +18,7 @@ from spacy_dekd.distill.cache import OutputCache
 from spacy_dekd.distill.trainer import DistillationError
 from spacy_dekd.models import TransformerClassifierShim
 
-from ..conftest import SPECIAL, VOCAB, write_tiny_encoder
+from ..conftest import SPECIAL, VOCAB, toy_rows, write_jsonl, write_tiny_encoder
 from .conftest import ROOT, accuracy, fail_line, overrides, spacy_cli, student_config, train_classifier
 
 def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
@@ -279,8 +279,10 @@ def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, 
     out = tmp_path / "out"
     with pytest.raises(DistillationError, match="at step 6 .No space left on device.*intact"):
         distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "model-best", "model-last"]  # no *.tmp
+    # No *.tmp, no lock: the set of step 3, metrics included.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "metrics.json", "model-best", "model-last"]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
     # model-last is still step 3's student, the one the checkpoint belongs to.
     assert weights(out / "model-last") == weights(out / "model-best")
     assert spacy.load(out / "model-last")("a good film").cats
@@ -316,3 +318,85 @@ def test_evaluate_script_scores_each_pipeline_like_spacy_evaluate(models, toy_da
     )
     assert "No pipeline at" in fail_line(result) and "student" in fail_line(result)
     assert not (tmp_path / "none").exists()
+
+
+# Faults: exact resume, consistent sets.
+
+
+def scores_and_losses(metrics):
+    """Every step's loss and every evaluation's scores, but its speed."""
+    return [
+        (r["step"], r["loss"], r.get("score"), {k: v for k, v in r.get("scores", {}).items() if k != "speed"})
+        for r in metrics["history"]
+    ]
+
+
+@pytest.mark.parametrize("selector", ["spacy-dekd.EntropySelector.v1", "spacy-dekd.RandomSelector.v1"])
+def test_a_resumed_run_ends_bit_identical_to_the_uninterrupted_one(models, toy_data, tmp_path, monkeypatch, selector):
+    # Dropout on and a random selector: the random states must come back too.
+    over = overrides(toy_data, models["narrow"], **{
+        "distillation.max_epochs": 2, "distillation.eval_frequency": 4, "distillation.dropout": 0.1,
+        "distillation.objective.selector": {"@dekd_selectors": selector, "ratio": 0.5},
+    })
+    cfg = student_config(tmp_path)
+    teacher, assistant = str(models["teacher"]), str(models["assistant"])
+    whole = distill(teacher, cfg, tmp_path / "whole", assistant_path=assistant, overrides=over)
+
+    original_save = trainer_module.DistillTrainer._save
+
+    def save_then_die(self, run, state, is_best):
+        original_save(self, run, state, is_best)
+        if state.step == 8:
+            raise KeyboardInterrupt  # killed right after the second evaluation
+
+    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over)
+    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", original_save)
+    resumed = distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over, resume=True)
+    assert scores_and_losses(resumed) == scores_and_losses(whole)
+    assert resumed["teacher_forward_passes"] == whole["teacher_forward_passes"]
+    assert weights(tmp_path / "cut" / "model-last") == weights(tmp_path / "whole" / "model-last")
+
+
+def test_resume_refuses_another_corpus_and_a_mixed_set(models, toy_data, tmp_path):
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 4, "distillation.eval_frequency": 2})
+    cfg = student_config(tmp_path, teacher_only=True)
+    out = tmp_path / "out"
+    distill(str(models["teacher"]), cfg, out, overrides=over)
+    # The same number of examples, other texts.
+    other = write_jsonl(toy_rows(160, seed=11), tmp_path / "other.jsonl")
+    with pytest.raises(DistillationError, match=r"corpus.sha256 differs from when it started"):
+        distill(str(models["teacher"]), cfg, out, overrides={**over, "paths.train": str(other)}, resume=True)
+    with pytest.raises(DistillationError, match=r"config.distillation.temperature differ from when it started"):
+        distill(str(models["teacher"]), cfg, out, overrides={**over, "distillation.temperature": 2.0}, resume=True)
+    # model-last of another step than the checkpoint: refused, not trained on.
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    state["model_sha256"] = "0" * 64
+    (out / "checkpoint" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DistillationError, match="come from different steps"):
+        distill(str(models["teacher"]), cfg, out, overrides=over, resume=True)
+
+
+def test_files_are_readable_as_spacy_train_leaves_them(models, toy_data, tmp_path):
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 2, "distillation.eval_frequency": 2})
+    out = tmp_path / "out"
+    distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~umask, path
+
+
+def test_a_second_run_into_the_same_output_is_refused(models, toy_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    # A live process holds the lock (this one's parent stands in for a run).
+    (out / ".lock").write_text(str(os.getppid()))
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 2})
+    with pytest.raises(DistillationError, match=rf"Another run \(pid {os.getppid()}\) is writing to"):
+        distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    # A lock left by a process that is gone is taken over.
+    (out / ".lock").write_text("999999999")
+    metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    assert metrics["steps"] == 2 and not (out / ".lock").exists()

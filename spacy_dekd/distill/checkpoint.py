@@ -1,0 +1,238 @@
+"""What a distillation run writes into its output folder, and how it stays
+consistent through a crash, a kill or a full disk.
+
+An evaluation writes a set: `model-last/`, `model-best/` (when it improved),
+`checkpoint/` and `metrics.json`. Each part is staged as `NAME.tmp` first;
+when all are written, one rename of `commit.json.tmp` to `commit.json`
+commits the set, and the staged parts then replace the old ones. A run that
+starts in the folder first finishes a committed set whose renames a crash
+interrupted, and drops staged parts that were never committed: the folder
+always holds one evaluation's whole set. `checkpoint/state.json` records the
+sha256 of model-last's weights, so that `--resume` refuses a set mixed by
+hand.
+
+A lock file keeps a second run out of a folder a live run writes to, and
+`fingerprint` records what a run was started with, so that `--resume`
+refuses a changed corpus, teacher, assistant or config.
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy
+import torch
+
+COMMIT = "commit.json"
+LOCK = ".lock"
+# Distillation settings a resumed run may change: they say how long to
+# train and how often to evaluate, not what.
+RESUMABLE = ("max_steps", "max_epochs", "eval_frequency")
+
+
+class OutputError(Exception):
+    """The output folder cannot be used as asked; the message is one line."""
+
+
+def staged(path: Path) -> Path:
+    """The temporary sibling a part is written into before it replaces `path`."""
+    return path.with_name(path.name + ".tmp")
+
+
+def commit(output: Path, names: Iterable[str]) -> None:
+    """Make the staged parts `names` the folder's current set: one rename
+    commits them all, then each replaces its predecessor.
+    """
+    journal = staged(output / COMMIT)
+    journal.write_text(json.dumps(sorted(names)), encoding="utf8")
+    _fsync(journal)
+    journal.replace(output / COMMIT)  # the commit point
+    finish_commit(output)
+
+
+def finish_commit(output: Path) -> None:
+    """Complete the renames of a committed set (idempotent), then forget it."""
+    journal = output / COMMIT
+    if not journal.exists():
+        return
+    for name in json.loads(journal.read_text(encoding="utf8")):
+        tmp, path = staged(output / name), output / name
+        if not tmp.exists():
+            continue  # renamed before the crash
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            remove(old)
+            path.rename(old)
+        tmp.rename(path)
+        remove(old)
+    journal.unlink()
+
+
+def recover(output: Path) -> None:
+    """Leave the folder holding one whole set: finish a committed set, drop
+    staged parts and leftovers that were never committed.
+    """
+    if not output.is_dir():
+        return
+    finish_commit(output)
+    for path in output.iterdir():
+        if path.name.endswith((".tmp", ".old")):
+            remove(path)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as file_:
+        os.fsync(file_.fileno())
+
+
+def make_readable(path: Path) -> None:
+    """Files as `spacy train` leaves them, readable by others under the
+    usual umask (safetensors writes its files 0600).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON with every float as Python writes it (repr: round-trips exactly;
+    srsly rounds), so that a resumed run's history equals the one it left.
+    """
+    path.write_text(json.dumps(data, indent=2), encoding="utf8")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file_:
+        for block in iter(lambda: file_.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pipeline_sha256(path: Path) -> str:
+    """One digest of every weights file of a saved pipeline."""
+    digest = hashlib.sha256()
+    for weights in sorted(path.rglob("model.safetensors")):
+        digest.update(weights.relative_to(path).as_posix().encode())
+        digest.update(file_sha256(weights).encode())
+    return digest.hexdigest()
+
+
+class Lock:
+    """`output/.lock`, holding the pid of the run that writes to the folder.
+    A lock whose process is gone is taken over.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / LOCK
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _read_pid(self.path)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                raise OutputError(
+                    f"Another run (pid {pid}) is writing to '{self.path.parent}': wait for it "
+                    "to end, or choose another --output."
+                ) from None
+            self.path.unlink(missing_ok=True)  # left by a run that died
+            return self.acquire()
+        with os.fdopen(fd, "w") as file_:
+            file_.write(str(os.getpid()))
+
+    def release(self) -> None:
+        if _read_pid(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> Optional[int]:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(output: Path) -> None:
+    """Fail now, not at the first evaluation, when `output` cannot be made
+    or written to.
+    """
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"Output path '{output}' exists and is not a directory: choose another --output.")
+    parent = next((p for p in [output, *output.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"Cannot create '{output}': '{parent}' is a file, not a directory.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write to '{parent}': permission denied; choose another --output.")
+
+
+# Random states: what an exact resume needs besides weights and optimizer.
+
+
+def rng_state(extra: Dict[str, Any]) -> Dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": numpy.random.get_state(),
+        **extra,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    numpy.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Fingerprints: what a run was started with.
+
+
+def corpus_fingerprint(texts: Iterable[str], labels: Iterable[Dict[str, float]]) -> Dict[str, Any]:
+    digest, n = hashlib.sha256(), 0
+    for text, cats in zip(texts, labels):
+        digest.update(json.dumps([text, sorted(cats.items())]).encode())
+        n += 1
+    return {"examples": n, "sha256": digest.hexdigest()}
+
+
+def config_fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings that define the run: the student's components and the
+    [distillation] block, without what a resumed run may change.
+    """
+    distillation = {k: v for k, v in config.get("distillation", {}).items() if k not in RESUMABLE}
+    return {"components": config.get("components", {}), "distillation": distillation}
+
+
+def differences(saved: Any, now: Any, prefix: str = "") -> List[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        keys = sorted(set(saved) | set(now))
+        return [d for k in keys for d in differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
+    return [] if saved == now else [prefix.rstrip(".")]
