@@ -138,7 +138,7 @@ class DatasetCorpus:
                 for i in rows
             ]
         raw_labels = dataset[self.label_field]
-        values = [_label_names(raw_labels[i], label_names, self.path) for i in rows]
+        values = [_label_names(raw_labels[i], label_names, f"Row {i + 1} of '{self.path}'") for i in rows]
         if label_names is None:
             label_names = sorted({name for names in values for name in names})
         records = []
@@ -176,7 +176,15 @@ def load_rows(path: str, split: str = "train") -> Any:
                 f"Cannot read '{path}': use a {', '.join(LOCAL_FORMATS)} file."
             )
         builder, kwargs = LOCAL_FORMATS[local.suffix]
-        return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
+        if builder != "parquet":
+            check_text_file(local)
+        try:
+            return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
+        except Exception as err:  # datasets wraps the reader's errors in several layers
+            reason = _innermost(err)
+            if "corresponds to no data" in reason:  # a csv header and nothing under it
+                reason = "it has no rows"
+            raise ValueError(f"Cannot read '{path}' as {builder}: {reason}.") from err
     try:
         return datasets.load_dataset(path, split=split)
     except Exception as err:  # datasets raises many types for a missing dataset
@@ -187,6 +195,27 @@ def load_rows(path: str, split: str = "train") -> Any:
         ) from err
 
 
+def check_text_file(path: Path) -> None:
+    """A text file to read must be UTF-8 and hold something."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"Cannot read '{path}': the file is empty.")
+    try:
+        data.decode("utf8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"Cannot read '{path}': it is not UTF-8 (byte 0x{data[err.start]:02x} at position "
+            f"{err.start}); save it as UTF-8."
+        ) from None
+
+
+def _innermost(err: BaseException) -> str:
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _class_label_names(dataset: Any, field: str) -> Optional[List[str]]:
     feature = dataset.features.get(field)
     inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) for multilabel
@@ -194,21 +223,22 @@ def _class_label_names(dataset: Any, field: str) -> Optional[List[str]]:
     return list(names) if names else None
 
 
-def _label_names(value: Label, label_names: Optional[List[str]], path: str) -> List[str]:
+def _label_names(value: Label, label_names: Optional[List[str]], where: str) -> List[str]:
+    """The label names of one row's label cell; `where` names the row."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{where} has no label (an empty cell): fill it in, or drop the row.")
     items = value if isinstance(value, (list, tuple)) else [value]
     names = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise ValueError(f"Unsupported label {item!r} in '{path}': use ints or strings.")
+            raise ValueError(f"{where} has the label {item!r}: use ints or strings.")
         if isinstance(item, int):
             if label_names is None:
                 names.append(str(item))
             elif 0 <= item < len(label_names):
                 names.append(label_names[item])
             else:
-                raise ValueError(
-                    f"Label index {item} in '{path}' is out of range for labels {label_names}."
-                )
+                raise ValueError(f"{where} has the label index {item}, out of range for labels {label_names}.")
         else:
             names.append(item)
     return names

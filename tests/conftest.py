@@ -15,6 +15,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of a minute or more; .ci/run runs it too")
+
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak"]

@@ -89,6 +89,25 @@ def test_bad_input(nlp, tmp_path):
         list(DatasetCorpus(tmp_path / "a.txt")(nlp))
 
 
+def test_bad_files_are_one_line_errors(nlp, tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncafé crème,positive\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"not UTF-8 \(byte 0xe9 at position 14\); save it as UTF-8"):
+        list(DatasetCorpus(latin)(nlp))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="the file is empty"):
+        list(DatasetCorpus(empty)(nlp))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(ValueError, match="header.csv' as csv: it has no rows"):
+        list(DatasetCorpus(header_only)(nlp))
+    blank = tmp_path / "blank.csv"
+    blank.write_text("text,label\ngood,positive\nbad,\n")
+    with pytest.raises(ValueError, match=r"Row 2 of '.*blank.csv' has no label \(an empty cell\)"):
+        list(DatasetCorpus(blank)(nlp))
+
+
 def test_build_corpus_keeps_the_rest_of_train_as_unlabelled_text(tmp_path):
     source = tmp_path / "movies"
     source.mkdir()

@@ -24,6 +24,7 @@ from spacy.cli._util import (
 from thinc.api import fix_random_seed
 from wasabi import color, msg
 
+from ..distill.checkpoint import OutputError, check_writable
 from ..distill.trainer import DistillationError, resolve_distillation
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
@@ -67,7 +68,12 @@ def distill_cli(
             resume=resume,
         )
     except DistillationError as err:
+        if verbose:
+            raise
         fail(str(err))
+    except KeyboardInterrupt:
+        where = f": --resume continues from the last evaluation saved in {output_path}" if output_path else ""
+        fail(f"Interrupted{where}.", code=130)
 
 
 def distill(
@@ -90,9 +96,10 @@ def distill(
     if "distillation" not in config:
         raise DistillationError(f"'{student_config_path}' has no [distillation] block.")
     if output_path is not None:
-        if output_path.exists() and not output_path.is_dir():
-            raise DistillationError(f"Output path '{output_path}' exists and is not a directory.")
-        output_path.mkdir(parents=True, exist_ok=True)
+        try:
+            check_writable(output_path)
+        except OutputError as err:
+            raise DistillationError(str(err)) from err
         msg.info(f"Saving to output directory: {output_path}")
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
@@ -107,10 +114,12 @@ def distill(
     return metrics
 
 
-def fail(message: str) -> None:
-    """One unwrapped line, so that the whole reason sits on it; exit 1."""
+def fail(message: str, code: int = 1) -> None:
+    """One unwrapped line, so that the whole reason sits on it; exit 1
+    (`-V` shows the traceback instead).
+    """
     sys.stdout.write(color("✘ " + message, fg="red") + "\n")
-    sys.exit(1)
+    sys.exit(code)
 
 
 def _load(path: str, role: str) -> Any:

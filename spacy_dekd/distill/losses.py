@@ -210,12 +210,20 @@ class LayerAlignmentLoss:
         self.reduction = reduction
         self.projections: Optional[nn.ModuleList] = None
 
-    def initialize(self, n_student_layers: int, student_width: int, teacher_width: int) -> List[nn.Parameter]:
+    def initialize(
+        self, n_student_layers: int, student_width: int, teacher_width: int, n_teacher_layers: Optional[int] = None
+    ) -> List[nn.Parameter]:
         """Fix M and create the projections. RETURNS: their parameters."""
         m = self.n_layers or n_student_layers
         if not 1 <= m <= n_student_layers:
             raise ValueError(
                 f"Cannot align M={m} layers: the student has {n_student_layers}."
+            )
+        if n_teacher_layers is not None and m > n_teacher_layers:
+            raise ValueError(
+                f"Cannot align {m} student layers with {n_teacher_layers} teacher layers: set "
+                f"the alignment's n_layers to at most {n_teacher_layers}, use a shallower student, "
+                "or set alignment_weight = 0."
             )
         self.n_layers = m
         if student_width != teacher_width:

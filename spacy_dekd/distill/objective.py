@@ -127,7 +127,8 @@ class DeKDObjective:
             self.selector.generator.set_state(state["selector"])
 
     def initialize(
-        self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int
+        self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int,
+        n_teacher_layers: Optional[int] = None,
     ) -> List[nn.Parameter]:
         """Fix the class mode and build the alignment projections.
         RETURNS (List[nn.Parameter]): Parameters to train with the student.
@@ -135,7 +136,7 @@ class DeKDObjective:
         self.multilabel = multilabel
         if self.alignment is None:
             return []
-        return self.alignment.initialize(n_student_layers, student_width, teacher_width)
+        return self.alignment.initialize(n_student_layers, student_width, teacher_width, n_teacher_layers)
 
     def projections(self) -> Optional[nn.Module]:
         return None if self.alignment is None else self.alignment.projections

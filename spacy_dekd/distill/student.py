@@ -55,6 +55,12 @@ def make_student_from_teacher_v1(
         raise ValueError(f"layers must be a list or one of {sorted(LAYER_STRATEGIES)}, got '{layers}'.")
 
     def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> str:
+        if not isinstance(teacher, TransformerTextCategorizer):
+            raise ValueError(
+                f"spacy-dekd.StudentFromTeacher.v1 copies layers of a transformer_textcat teacher, "
+                f"but the teacher component '{teacher.name}' is a {type(teacher).__name__}: use "
+                "spacy-dekd.StudentFromPretrained.v1 with a pretrained encoder in the student's model config."
+            )
         copy_labels(student, teacher)
         module = teacher.shim.module
         if module is None:

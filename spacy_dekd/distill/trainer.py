@@ -24,6 +24,7 @@ from spacy.language import Language
 from spacy.training import Example
 from spacy.training.loop import create_evaluation_callback
 from spacy.util import resolve_dot_names
+from thinc.api import ConfigValidationError
 from wasabi import Printer, color
 
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
@@ -46,6 +47,7 @@ from .checkpoint import (
     write_json,
 )
 from .rounds import QueryRounds, check_budget, labelled_need
+from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
 
 logger = logging.getLogger("spacy_dekd")
 
@@ -181,20 +183,20 @@ class DistillTrainer:
         student = self.student_pipe.shim.module
         assert student is not None
         self._set_dropout()
-        if T["mixed_precision"]:  # student, teacher and assistant alike
-            for pipe in (self.student_pipe, self.teacher_pipe, self.assistant_pipe):
-                if isinstance(pipe, TransformerTextCategorizer):
-                    pipe.shim.set_mixed_precision(True)
-        teacher_width = student.width
+        # Autocast: student, teacher and assistant alike, or the frozen two
+        # alone (their answers in bfloat16 differ by ~0.01 in a logit).
+        frozen = T["mixed_precision"] or T.get("teacher_mixed_precision", False)
+        for pipe, on in ((self.student_pipe, T["mixed_precision"]), (self.teacher_pipe, frozen), (self.assistant_pipe, frozen)):
+            if on and isinstance(pipe, TransformerTextCategorizer):
+                pipe.shim.set_mixed_precision(True)
         teacher_module = getattr(getattr(self.teacher_pipe, "shim", None), "module", None)
-        if teacher_module is not None:
-            teacher_width = teacher_module.width
         try:
             self.extra_params = self.objective.initialize(
                 multilabel=not self.student_pipe.exclusive_classes,
                 n_student_layers=student.n_layers,
                 student_width=student.width,
-                teacher_width=teacher_width,
+                teacher_width=student.width if teacher_module is None else teacher_module.width,
+                n_teacher_layers=None if teacher_module is None else teacher_module.n_layers,
             )
         except ValueError as err:
             raise DistillationError(str(err)) from err
@@ -220,6 +222,7 @@ class DistillTrainer:
         examples = self._read_corpus(T["corpus"])
         if not examples:
             raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
+        self._check_labels(examples, T["corpus"])
         unlabelled = self._read_unlabelled(T.get("unlabeled_corpus"))
         budget = T.get("teacher_budget")
         try:
@@ -267,6 +270,20 @@ class DistillTrainer:
         optimizer, scheduler = T["optimizer"].build(params, total_steps)
         return Run(examples, n_labelled, teacher, assistant, params, optimizer, scheduler, total_steps, rounds, teacher_budget)
 
+    def _check_labels(self, examples: List[Example], dot_name: str) -> None:
+        """Gold labels must be the teacher's: a label it does not know would
+        be learned as (and scored as) one it does.
+        """
+        known = set(getattr(self.teacher_pipe, "labels", []))
+        found = {label for eg in examples for label, value in eg.reference.cats.items() if value}
+        unknown = sorted(found - known)
+        if unknown:
+            raise DistillationError(
+                f"The corpus '{dot_name}' has label(s) {unknown} the teacher does not know (it has "
+                f"{sorted(known)}): distil on data labelled with the teacher's labels, or fix the "
+                "reader's labels."
+            )
+
     def _evaluation_callback(self) -> Callable[[], Tuple[float, Dict[str, Any]]]:
         """spaCy's evaluation over the dev corpus, read once now so that an
         unreadable or empty dev corpus fails before the first step.
@@ -274,16 +291,20 @@ class DistillTrainer:
         dot_name = self.T["dev_corpus"]
         try:
             dev_corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
-            n_dev = sum(1 for _ in dev_corpus(self.nlp))
+            dev = list(dev_corpus(self.nlp))
         except (OSError, ValueError) as err:
             raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {_first_line(err)}") from err
-        if n_dev == 0:
+        if not dev:
             raise DistillationError(f"The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples.")
+        self._check_labels(dev, dot_name)
         return create_evaluation_callback(self.nlp, dev_corpus, self.T["score_weights"])
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
-        corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
-        return list(corpus(self.nlp))
+        try:
+            corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
+            return list(corpus(self.nlp))
+        except (OSError, ValueError) as err:
+            raise DistillationError(f"Cannot read the corpus '{dot_name}': {_first_line(err)}") from err
 
     def _read_unlabelled(self, dot_name: Optional[str]) -> List[Example]:
         """The unlabelled corpus, gold labels dropped (with one warning)."""
@@ -425,23 +446,30 @@ class DistillTrainer:
                 state.history.append(record)
                 logger.debug("step %d: %s", state.step, record)
                 if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
-                    score, scores = evaluate()
-                    record.update(score=score, scores=scores)
-                    # Ties go to the later step, as in spaCy's training loop.
-                    is_best = score >= state.best_score
-                    state.best_score = max(score, state.best_score)
-                    state.elapsed = time.perf_counter() - started
-                    self._log_row(record)
-                    if self.output_path is not None:
-                        self._save(run, state, is_best)
+                    self._evaluate_and_save(run, state, evaluate, started)
                 if T["max_steps"] and state.step >= T["max_steps"]:
                     stop = True
                     break
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
+        if state.history and "score" not in state.history[-1]:
+            # The epochs ran out before max_steps: score and save the last step too.
+            self._evaluate_and_save(run, state, evaluate, started)
         state.elapsed = time.perf_counter() - started
         return state
+
+    def _evaluate_and_save(self, run: "Run", state: DistillState, evaluate: Callable, started: float) -> None:
+        record = state.history[-1]
+        score, scores = evaluate()
+        record.update(score=score, scores=scores)
+        # Ties go to the later step, as in spaCy's training loop.
+        is_best = score >= state.best_score
+        state.best_score = max(score, state.best_score)
+        state.elapsed = time.perf_counter() - started
+        self._log_row(record)
+        if self.output_path is not None:
+            self._save(run, state, is_best)
 
     # Helpers
 
@@ -707,10 +735,18 @@ class DistillTrainer:
 def resolve_distillation(nlp: Language) -> Dict[str, Any]:
     """The resolved `[distillation]` block of a student pipeline's config,
     with the dev corpus and score weights of its `[training]` block, as in
-    spaCy v4.
+    spaCy v4. A misspelt key or a setting out of range is one line.
     """
     config = nlp.config.interpolate()
-    T = registry.resolve(config["distillation"], validate=True)
+    unknown = unknown_keys(config["distillation"])
+    if unknown:
+        raise DistillationError(unknown)
+    try:
+        T = registry.resolve(config["distillation"], schema=ConfigSchemaDistill, validate=True)
+    except ConfigValidationError as err:
+        raise DistillationError(f"Invalid [distillation] settings: {describe_errors(err.errors)}.") from err
+    except (ValueError, TypeError) as err:  # raised by a registered function
+        raise DistillationError(f"Invalid setting in [distillation]: {_first_line(err)}") from err
     T.setdefault("dev_corpus", config["training"]["dev_corpus"])
     T.setdefault("score_weights", config["training"]["score_weights"])
     return T

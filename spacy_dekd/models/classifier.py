@@ -68,7 +68,8 @@ def build_transformer_classifier_v1(
     pooling (str): "first" (the [CLS] / <s> vector) or "mean".
     dropout (float): Dropout before the head.
     max_length (int): Inputs are truncated to this many word pieces.
-    mixed_precision (bool): Autocast on a GPU (ignored on the CPU).
+    mixed_precision (bool): Autocast: on a GPU in `mixed_precision_dtype`, on
+        a CPU with bfloat16 instructions in bfloat16 (see `set_mixed_precision`).
     mixed_precision_dtype (str): "bfloat16" or "float16".
     nO (Optional[int]): The number of classes; set by the component.
     RETURNS (Model[List[Doc], Floats2d]): The model, returning logits (N, C).
@@ -309,13 +310,19 @@ class TransformerClassifierShim(PyTorchShim):
         return output
 
     def set_mixed_precision(self, enabled: bool) -> None:
-        """Autocast forward passes on a GPU (ignored on the CPU)."""
+        """Autocast forward passes: on a GPU in `mixed_precision_dtype`, on a
+        CPU in bfloat16 where it has bfloat16 instructions (AVX512-BF16 or
+        AMX); elsewhere the CPU stays in float32, which is faster there.
+        """
         self._mixed_precision = enabled
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self._mixed_precision and self.device.type == "cuda":
-            dtype = getattr(torch, self.mixed_precision_dtype)
-            return torch.autocast(device_type="cuda", dtype=dtype)
+        if not self._mixed_precision:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=getattr(torch, self.mixed_precision_dtype))
+        if self.device.type == "cpu" and cpu_has_bf16():
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # Serialization: a folder of files, or msgpack of the same files.
@@ -390,6 +397,15 @@ class TransformerClassifierShim(PyTorchShim):
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
             return self.from_disk(Path(tmp))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively; emulated, it is slower
+    than float32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _hub_unreachable() -> bool:

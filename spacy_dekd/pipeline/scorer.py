@@ -25,6 +25,7 @@ def score_transformer_textcat(
     """
     examples = list(examples)
     labels = list(labels)
+    check_gold_labels(examples, labels)
     scores = Scorer.score_cats(
         examples,
         "cats",
@@ -37,6 +38,19 @@ def score_transformer_textcat(
         examples, labels, exclusive_classes=exclusive_classes, threshold=threshold
     )
     return scores
+
+
+def check_gold_labels(examples: Iterable[Example], labels: Iterable[str]) -> None:
+    """Gold labels the model does not have cannot be scored: the gold class
+    of such a doc would count as the model's first label.
+    """
+    known = set(labels)
+    unknown = sorted({label for eg in examples for label, value in eg.reference.cats.items() if label not in known and value})
+    if unknown and known:
+        raise ValueError(
+            f"The gold data has label(s) {unknown} the model does not know (it has "
+            f"{sorted(known)}): score it on data labelled with its own labels."
+        )
 
 
 def cats_accuracy(

@@ -2,8 +2,10 @@
 import errno
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 
 import pytest
 import spacy
@@ -400,3 +402,38 @@ def test_a_second_run_into_the_same_output_is_refused(models, toy_data, tmp_path
     (out / ".lock").write_text("999999999")
     metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
     assert metrics["steps"] == 2 and not (out / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_a_run_never_resumes_from_a_mixed_set(models, toy_data, tmp_path):
+    """SIGKILL at 12 random moments of a run that saves at every step: each
+    time, --resume either refuses in one line or ends bit-identical to the
+    run that was never killed.
+    """
+    cfg = student_config(tmp_path, teacher_only=True)
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 2, "distillation.eval_frequency": 1})
+    args = ["distill", str(models["teacher"]), str(cfg), *[f"--{k}={v}" for k, v in over.items()]]
+    command = [sys.executable, "-m", "spacy", *args]
+    started = time.perf_counter()
+    whole = subprocess.run([*command, "--output", str(tmp_path / "whole")], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    duration = time.perf_counter() - started
+    reference = scores_and_losses(json.loads((tmp_path / "whole" / "metrics.json").read_text()))
+    rng = random.Random(0)
+    outcomes = []
+    for attempt in range(12):
+        out = tmp_path / f"killed{attempt}"
+        proc = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.0) * duration)
+        proc.kill()
+        proc.wait()
+        resumed = subprocess.run([*command, "--output", str(out), "--resume"], capture_output=True, text=True)
+        if resumed.returncode != 0:
+            line = fail_line(resumed)
+            assert "Nothing to resume" in line and "Traceback" not in resumed.stdout + resumed.stderr, line
+            outcomes.append("refused")
+            continue
+        assert scores_and_losses(json.loads((out / "metrics.json").read_text())) == reference
+        assert weights(out / "model-last") == weights(tmp_path / "whole" / "model-last")
+        outcomes.append("resumed")
+    assert outcomes.count("resumed") >= 6, outcomes
