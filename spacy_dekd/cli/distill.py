@@ -118,7 +118,7 @@ def fail(message: str, code: int = 1) -> None:
     """One unwrapped line, so that the whole reason sits on it; exit 1
     (`-V` shows the traceback instead).
     """
-    sys.stdout.write(color("✘ " + message, fg="red") + "\n")
+    sys.stderr.write(color("✘ " + message, fg="red") + "\n")
     sys.exit(code)
 
 

@@ -54,6 +54,8 @@ logger = logging.getLogger("spacy_dekd")
 DIR_MODEL_BEST = "model-best"
 DIR_MODEL_LAST = "model-last"
 DIR_CHECKPOINT = "checkpoint"
+# Macro AUC at or below which a teacher or assistant is taken to know nothing.
+CHANCE_AUC = 0.55
 
 
 class DistillationError(Exception):
@@ -138,6 +140,9 @@ class DistillTrainer:
         stdout: IO = sys.stdout,
     ) -> None:
         self.nlp = student
+        self.teacher_nlp = teacher
+        self.assistant_nlp = assistant
+        self.frozen_scores: Dict[str, Dict[str, Any]] = {}
         self.T = T
         self.output_path = output_path
         self.msg = Printer(no_print=True)
@@ -297,7 +302,27 @@ class DistillTrainer:
         if not dev:
             raise DistillationError(f"The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples.")
         self._check_labels(dev, dot_name)
+        self.frozen_scores = {"teacher": self._score_frozen("teacher", self.teacher_nlp, dev)}
+        if self.assistant_pipe is not None and self.objective.uses_assistant:
+            self.frozen_scores["assistant"] = self._score_frozen("assistant", self.assistant_nlp, dev)
         return create_evaluation_callback(self.nlp, dev_corpus, self.T["score_weights"])
+
+    def _score_frozen(self, role: str, nlp: Language, dev: List[Example]) -> Dict[str, Any]:
+        """Score the teacher (or assistant) on dev before the first step: one
+        at chance has learned nothing, and a student would learn nothing
+        from it.
+        """
+        scores = nlp.evaluate(dev)
+        auc, accuracy = scores.get("cats_macro_auc"), scores.get("cats_accuracy", scores.get("cats_score"))
+        self._say("info", f"The {role} on dev: accuracy {accuracy}, macro AUC {auc}")
+        if auc is not None and auc <= CHANCE_AUC:
+            raise DistillationError(
+                f"The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy {accuracy:.2f}): it "
+                "has not learned the task. A `spacy train` run scored only before its first step keeps the "
+                "untrained model as model-best: train it so that its last step is scored (configs/teacher.cfg "
+                "counts max_steps, and eval_frequency divides it)."
+            )
+        return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
         try:
@@ -593,6 +618,7 @@ class DistillTrainer:
             "teacher_forward_passes_saved": every_example_every_epoch - t_forward,
             "teacher_forward_ratio": t_forward / every_example_every_epoch if every_example_every_epoch else None,
             "query_rounds": run.rounds.history if run.rounds is not None else [],
+            "frozen_dev_scores": self.frozen_scores,
             "history": state.history,
         }
 

@@ -210,12 +210,19 @@ def test_label_mismatch(models, toy_data, tmp_path):
         )
 
 
-def test_alignment_needs_hidden_states(models, toy_data, tmp_path):
+def train_bow_teacher(toy_data, path):
     nlp = spacy.blank("en")
     nlp.add_pipe("textcat")
     examples = list(DatasetCorpus(toy_data["train"])(nlp))
-    nlp.initialize(lambda: examples)
-    nlp.to_disk(tmp_path / "bow")
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(5):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(path)
+    return path
+
+
+def test_alignment_needs_hidden_states(models, toy_data, tmp_path):
+    train_bow_teacher(toy_data, tmp_path / "bow")
     cfg = student_config(tmp_path, teacher_only=True, from_pretrained=True)
     with pytest.raises(DistillationError, match="gives none"):
         distill(str(tmp_path / "bow"), cfg, tmp_path / "o", overrides=overrides(toy_data, models["narrow"]))
@@ -224,6 +231,27 @@ def test_alignment_needs_hidden_states(models, toy_data, tmp_path):
     over = overrides(toy_data, models["narrow"], **{"distillation.objective.alignment_weight": 0, "distillation.max_steps": 3})
     metrics = distill(str(tmp_path / "bow"), cfg, tmp_path / "o", overrides=over)
     assert metrics["steps"] == 3 and metrics["teacher_forward_passes"] > 0
+
+
+def test_an_untrained_teacher_is_refused_before_the_first_step(models, toy_data, tmp_path):
+    # The teacher a spacy train run leaves as model-best when it only scored
+    # step 0: here, a head that gives every class the same logit.
+    nlp = spacy.load(models["teacher"])
+    torch.nn.init.zeros_(nlp.get_pipe("textcat").shim.module.head.weight)
+    torch.nn.init.zeros_(nlp.get_pipe("textcat").shim.module.head.bias)
+    nlp.to_disk(tmp_path / "untrained")
+    out = tmp_path / "out"
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 2})
+    result = spacy_cli(
+        "distill", str(tmp_path / "untrained"), str(student_config(tmp_path, teacher_only=True)),
+        "--output", str(out), *[f"--{k}={v}" for k, v in over.items()],
+    )
+    line = fail_line(result)
+    assert "The teacher scores at chance on the dev set (macro AUC 0.50" in line and "last step is scored" in line
+    assert "Traceback" not in result.stdout + result.stderr and not (out / "model-last").exists()
+    # A trained teacher's dev scores are recorded.
+    metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    assert metrics["frozen_dev_scores"]["teacher"]["cats_accuracy"] >= 0.9
 
 
 def test_student_layers_out_of_range(models, toy_data, tmp_path):
