@@ -3,6 +3,7 @@ import errno
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -318,6 +319,25 @@ def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, 
     assert spacy.load(out / "model-last")("a good film").cats
 
 
+def test_a_full_disk_inside_torch_save_is_one_line_and_leaves_the_last_set(models, toy_data, tmp_path, monkeypatch):
+    original = torch.save
+    calls = []
+
+    def save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # the second evaluation's optimizer state
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed")
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.torch, "save", save)
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
+    out = tmp_path / "out"
+    with pytest.raises(DistillationError, match="Cannot write to .* at step 6 .*file write failed"):
+        distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "metrics.json", "model-best", "model-last"]
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
 # The project's evaluate step: several pipelines, one process
 
 
@@ -434,9 +454,9 @@ def test_a_second_run_into_the_same_output_is_refused(models, toy_data, tmp_path
 
 @pytest.mark.slow
 def test_killed_at_random_moments_a_run_never_resumes_from_a_mixed_set(models, toy_data, tmp_path):
-    """SIGKILL at 12 random moments of a run that saves at every step: each
-    time, --resume either refuses in one line or ends bit-identical to the
-    run that was never killed.
+    """SIGKILL (and every third time SIGINT) at 12 random moments of a run that
+    saves at every step: each time, --resume either refuses in one line or
+    ends bit-identical to the run that was never killed.
     """
     cfg = student_config(tmp_path, teacher_only=True)
     over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 2, "distillation.eval_frequency": 1})
@@ -453,7 +473,7 @@ def test_killed_at_random_moments_a_run_never_resumes_from_a_mixed_set(models, t
         out = tmp_path / f"killed{attempt}"
         proc = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 1.0) * duration)
-        proc.kill()
+        proc.send_signal(signal.SIGINT if attempt % 3 == 2 else signal.SIGKILL)  # Ctrl-C every third time
         proc.wait()
         resumed = subprocess.run([*command, "--output", str(out), "--resume"], capture_output=True, text=True)
         if resumed.returncode != 0:

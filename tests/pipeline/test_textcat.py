@@ -262,3 +262,12 @@ def test_docs_without_gold_give_no_gradient(trained):
     _, d_logits = pipe.get_loss(examples, scores)
     assert d_logits[1].tolist() == [0.0, 0.0]
     assert abs(float(d_logits[0].sum())) < 1e-6 and float(abs(d_logits[0]).sum()) > 0
+
+
+def test_gold_labels_the_model_lacks_are_an_error_when_scoring(trained):
+    # Counted as the model's first label, they would score as right or wrong by chance.
+    doc = trained.make_doc("a good film")
+    reference = doc.copy()
+    reference.cats = {"positive": 0.0, "negative": 0.0, "neutral": 1.0}
+    with pytest.raises(ValueError, match=r"label\(s\) \['neutral'\] the model does not know"):
+        trained.evaluate([Example(doc, reference)])
