@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from spacy.language import Language
 from spacy.training import Example
-from spacy.training.loop import create_evaluation_callback
+from spacy.training.loop import create_evaluation_callback, update_meta
 from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
 from wasabi import Printer, color
@@ -648,6 +648,9 @@ class DistillTrainer:
         best step, the checkpoint that --resume reads, and metrics.json.
         """
         assert self.output_path is not None
+        record = state.history[-1]
+        # meta.json's performance, as `spacy train` writes it (spacy package shows it).
+        update_meta(self.T, self.nlp, {"other_scores": record["scores"], "losses": {self.student_pipe.name: record["loss"]}})
         parts: Dict[str, Callable[[Path], Any]] = {
             DIR_MODEL_LAST: self.nlp.to_disk,
             DIR_CHECKPOINT: lambda path: self._write_checkpoint(run, state, path),

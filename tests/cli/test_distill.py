@@ -53,6 +53,10 @@ def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["teacher_forward_passes"] <= metrics["examples"]
     assert metrics["assistant_forward_passes"] > 0
+    # meta.json carries the scores, as after spacy train.
+    performance = json.loads((out / "model-best" / "meta.json").read_text())["performance"]
+    assert performance["cats_accuracy"] == student.meta["performance"]["cats_accuracy"] >= 0.9
+    assert set(performance) >= {"cats_accuracy", "cats_macro_auc", "textcat_loss"}
 
 
 def test_a_student_of_its_own_width_and_tokenizer_distils_from_a_bert_teacher(models, toy_data, tmp_path, monkeypatch):
