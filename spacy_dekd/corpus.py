@@ -14,7 +14,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
 from spacy.util import registry
 
-from .models import classifier as _classifier  # noqa: F401  (Doc._.text_pair)
+from .models.classifier import install_extensions
 
 LOCAL_FORMATS = {
     ".csv": ("csv", {}),
@@ -100,6 +100,7 @@ class DatasetCorpus:
         self._records: Optional[List[Dict[str, Any]]] = None
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
+        install_extensions()
         for record in self.records:
             predicted = nlp.make_doc(record["text"])
             predicted._.text_pair = record["pair"]
@@ -254,6 +255,7 @@ def create_docbin_corpus_v1(
     corpus = Corpus(path, limit=limit, shuffle=shuffle)
 
     def read(nlp: Language) -> Iterator[Example]:
+        install_extensions()
         for eg in corpus(nlp):
             eg.predicted._.text_pair = eg.reference._.text_pair
             yield eg
@@ -280,6 +282,7 @@ def write_docbin(examples: Iterable[Example], path: Union[str, Path]) -> int:
 
 def make_docs(nlp: Language, texts: Iterable[str], pairs: Optional[Iterable[str]] = None) -> List[Doc]:
     """Docs for prediction, with `doc._.text_pair` set when pairs are given."""
+    install_extensions()
     docs = [nlp.make_doc(text) for text in texts]
     if pairs is not None:
         for doc, pair in zip(docs, pairs):

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .objective import TeacherOutput
+from .types import TeacherOutput
 
 ForwardFn = Callable[[torch.Tensor], TeacherOutput]
 

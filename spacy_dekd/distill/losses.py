@@ -7,16 +7,14 @@ and a registered builder in `dekd_losses` that fixes its settings. With
 "Multilabel classes"): sigmoid instead of softmax, binary KL, summed over
 labels and averaged over examples, like binary cross-entropy.
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..registry import registry
-from .selectors import LayerSelector, Router
-
-LossFn = Callable[..., torch.Tensor]
+from .types import LayerSelector, LossFn, Router
 
 
 def kl_divergence(

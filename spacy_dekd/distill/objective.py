@@ -5,7 +5,6 @@ The objective knows tensors, not spaCy: the trainer gives it the student's
 outputs, asks it for a `QueryPlan`, fetches exactly those teacher and
 assistant outputs, and hands them back.
 """
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -13,51 +12,8 @@ from torch import nn
 
 from ..models.pytorch import ClassifierOutput
 from ..registry import registry
-from .losses import LayerAlignmentLoss, LossFn, TeacherAssistantLoss
-from .selectors import InstanceSelector
-
-
-@dataclass
-class QueryPlan:
-    """Row indices into the batch, each ascending.
-
-    selected: the rows the instance selector kept (Eq. 4).
-    teacher_rows / assistant_rows: the rows that learn from each in L_TA:
-        the selected rows routed to each (Eq. 6), and on the teacher's side
-        also `reused` rows.
-    aligned: the rows layer alignment runs over (Eq. 8–9): the selected
-        rows, or only those routed to the teacher; empty when it is off.
-    teacher_query: the rows whose teacher outputs the loss reads: the
-        teacher rows and the aligned rows.
-    reused: unselected rows whose teacher outputs are already cached, when
-        the objective reuses them (no forward pass: the teacher is frozen).
-    """
-
-    selected: torch.Tensor
-    teacher_rows: torch.Tensor
-    assistant_rows: torch.Tensor
-    teacher_query: torch.Tensor
-    aligned: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-    reused: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-
-    @property
-    def assistant_query(self) -> torch.Tensor:
-        return self.assistant_rows
-
-
-@dataclass
-class TeacherOutput:
-    """A frozen model's outputs for the rows of a query, in query order."""
-
-    logits: torch.Tensor  # (q, C)
-    hidden_states: Optional[List[torch.Tensor]] = None  # L x (q, d)
-
-
-@dataclass
-class LossTerms:
-    total: torch.Tensor
-    terms: Dict[str, float] = field(default_factory=dict)
-    teacher_layers: Optional[List[int]] = None
+from .losses import LayerAlignmentLoss, TeacherAssistantLoss
+from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, TeacherOutput
 
 
 class DeKDObjective:

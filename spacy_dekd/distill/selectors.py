@@ -7,55 +7,13 @@ gradient. With multilabel logits, each label is a Bernoulli distribution
 [p, 1 - p]; scores are averaged over labels (DESIGN.md).
 """
 import math
-from typing import Callable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..registry import registry
-
-
-@runtime_checkable
-class InstanceSelector(Protocol):
-    """Picks the rows worth a query (Eq. 4-5), from the student's logits."""
-
-    # Whether it reads the logits at all: a query round scores the pool with
-    # the student only for a selector that does.
-    reads_logits: bool
-
-    def count(self, n: int) -> int:
-        """How many of n rows it keeps when no k is given."""
-
-    def __call__(
-        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
-    ) -> torch.Tensor:
-        """(N, C) logits → ascending LongTensor of the selected row indices:
-        `count(N)` of them, or the k it likes best.
-        """
-
-
-@runtime_checkable
-class Router(Protocol):
-    """Splits selected rows into the teacher's and the assistant's (Eq. 6)."""
-
-    uses_assistant: bool
-    reads_logits: bool
-
-    def n_teacher(self, k: int) -> int:
-        """How many of k rows it sends to the teacher (whatever the logits)."""
-
-    def __call__(
-        self, student_logits: torch.Tensor, *, multilabel: bool = False
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(k, C) logits → (teacher_rows, assistant_rows), ascending indices."""
-
-
-@runtime_checkable
-class LayerSelector(Protocol):
-    def __call__(
-        self, teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
-    ) -> List[int]:
-        """L tensors (k, d) → M ascending indices into that list."""
+from .types import InstanceSelector, LayerSelector, Router
 
 
 # Scores: higher means "more informative" (DESIGN.md, Data selection).
@@ -280,10 +238,14 @@ def logit_layer_scores(
     return torch.stack(scores)
 
 
+def check_pick(n_layers: int, n_teacher: int) -> None:
+    if not 1 <= n_layers <= n_teacher:
+        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+
+
 def pick_top_layers(scores: torch.Tensor, n_layers: int) -> List[int]:
     """The M highest-scoring layers (ties by position), ascending."""
-    if not 1 <= n_layers <= scores.shape[0]:
-        raise ValueError(f"Cannot pick {n_layers} of {scores.shape[0]} teacher layers.")
+    check_pick(n_layers, scores.shape[0])
     return top_k(scores, n_layers).tolist()
 
 
@@ -340,8 +302,7 @@ def make_last_layer_selector_v1() -> LayerSelector:
 
 def uniform_layers(n_teacher: int, n_layers: int) -> List[int]:
     """0-based indices of teacher layers round(i·L/M), i = 1..M."""
-    if not 1 <= n_layers <= n_teacher:
-        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    check_pick(n_layers, n_teacher)
     return [max(0, math.floor(i * n_teacher / n_layers + 0.5) - 1) for i in range(1, n_layers + 1)]
 
 
@@ -349,8 +310,7 @@ def spread_layers(n_teacher: int, n_layers: int) -> List[int]:
     """0-based indices spread evenly from the first layer to the last, e.g.
     [0, 6, 11] of 12 (a student built from a teacher's layers).
     """
-    if not 1 <= n_layers <= n_teacher:
-        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    check_pick(n_layers, n_teacher)
     if n_layers == 1:
         return [n_teacher - 1]
     step = (n_teacher - 1) / (n_layers - 1)
@@ -358,12 +318,10 @@ def spread_layers(n_teacher: int, n_layers: int) -> List[int]:
 
 
 def first_layers(n_teacher: int, n_layers: int) -> List[int]:
-    if not 1 <= n_layers <= n_teacher:
-        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    check_pick(n_layers, n_teacher)
     return list(range(n_layers))
 
 
 def last_layers(n_teacher: int, n_layers: int) -> List[int]:
-    if not 1 <= n_layers <= n_teacher:
-        raise ValueError(f"Cannot pick {n_layers} of {n_teacher} teacher layers.")
+    check_pick(n_layers, n_teacher)
     return list(range(n_teacher - n_layers, n_teacher))

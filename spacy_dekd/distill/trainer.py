@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import srsly
 import torch
 from safetensors import SafetensorError
 from spacy.language import Language
+from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.training import Example
-from spacy.training.loop import create_evaluation_callback, update_meta
+from spacy.training.loop import DIR_MODEL_BEST, DIR_MODEL_LAST, create_evaluation_callback, update_meta
 from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
 from wasabi import Printer, color
@@ -30,7 +30,7 @@ from wasabi import Printer, color
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
-from .objective import DeKDObjective, LossTerms, TeacherOutput
+from .objective import DeKDObjective
 from .checkpoint import (
     Lock,
     OutputError,
@@ -48,11 +48,10 @@ from .checkpoint import (
 )
 from .rounds import QueryRounds, check_budget, labelled_need
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
+from .types import LossTerms, TeacherOutput
 
 logger = logging.getLogger("spacy_dekd")
 
-DIR_MODEL_BEST = "model-best"
-DIR_MODEL_LAST = "model-last"
 DIR_CHECKPOINT = "checkpoint"
 # Macro AUC at or below which a teacher or assistant is taken to know nothing.
 CHANCE_AUC = 0.55
@@ -103,8 +102,10 @@ class Run:
 
 def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput:
     """Outputs of a frozen pipe: a `transformer_textcat` gives logits and
-    hidden states; any other text classifier (spaCy's `textcat`) gives
-    log-probabilities as logits, and no hidden states.
+    hidden states; any other spaCy text classifier gives the logits its
+    probabilities stand for, and no hidden states: log p for exclusive
+    classes (softmax(log p) = p), log p - log(1 - p) per label for
+    `textcat_multilabel` (sigmoid of it = p).
     """
     if isinstance(pipe, TransformerTextCategorizer):
         out = pipe.forward(docs, is_train=False, output_hidden_states=hidden)
@@ -115,8 +116,10 @@ def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput
             f"'{pipe.name}' ({type(pipe).__name__}) gives none: use a "
             "transformer_textcat teacher or set alignment_weight = 0."
         )
-    probs = torch.as_tensor(pipe.model.ops.to_numpy(pipe.predict(docs)))
-    return TeacherOutput(logits=probs.clamp_min(1e-8).log())
+    probs = torch.as_tensor(pipe.model.ops.to_numpy(pipe.predict(docs))).float().clamp(1e-7, 1 - 1e-7)
+    if isinstance(pipe, MultiLabel_TextCategorizer):
+        return TeacherOutput(logits=probs.log() - (1 - probs).log())
+    return TeacherOutput(logits=probs.log())
 
 
 class DistillTrainer:
@@ -379,7 +382,7 @@ class DistillTrainer:
         a_out = None
         if run.assistant is not None:
             a_out = self._query(run.assistant, run.examples, ids, plan.assistant_query, out.logits, hidden=False)
-        gold, mask = self._gold(batch, list(self.student_pipe.labels), out.logits.device)
+        gold, mask = self._gold(batch, out.logits.device)
         terms = self.objective(out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head())
         self._check_finite(terms, step)
         run.optimizer.zero_grad(set_to_none=True)
@@ -430,7 +433,6 @@ class DistillTrainer:
         return torch.cat(logits)
 
     def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
-        T = self.T
         run = self.prepare()
         evaluate = self._evaluation_callback()
         lock = self._open_output()
@@ -542,16 +544,11 @@ class DistillTrainer:
         module = getattr(getattr(self.teacher_pipe, "shim", None), "module", None)
         return None if module is None else module.head
 
-    def _gold(self, batch: List[Example], labels: List[str], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        gold = torch.zeros((len(batch), len(labels)))
-        mask = torch.ones((len(batch), len(labels)))
-        for i, eg in enumerate(batch):
-            for j, label in enumerate(labels):
-                if label in eg.reference.cats:
-                    gold[i, j] = eg.reference.cats[label]
-                else:
-                    mask[i, j] = 0.0
-        return gold.to(device), mask.to(device)
+    def _gold(self, batch: List[Example], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The component's own gold targets and mask for the batch, in torch."""
+        truths, known = self.student_pipe.examples_to_truth(batch)
+        to_numpy = self.student_pipe.model.ops.to_numpy
+        return torch.as_tensor(to_numpy(truths), device=device), torch.as_tensor(to_numpy(known), device=device)
 
     def _check_finite(self, terms: LossTerms, step: int) -> None:
         if not torch.isfinite(terms.total.detach()):

@@ -39,10 +39,15 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CPU_PIECE_TOKENS = 512
 GPU_PIECE_TOKENS = 16384
 
-if not Doc.has_extension("text_pair"):
-    # The second text of a sentence pair; stored in `doc.user_data`, so it
-    # survives DocBin(store_user_data=True).
-    Doc.set_extension("text_pair", default=None)
+
+
+def install_extensions() -> None:
+    """`doc._.text_pair`: the second text of a sentence pair. Stored in
+    `doc.user_data`, so it survives DocBin(store_user_data=True). Installed
+    by the component and the readers, not on import.
+    """
+    if not Doc.has_extension("text_pair"):
+        Doc.set_extension("text_pair", default=None)
 
 
 @registry.architectures("spacy-dekd.TransformerClassifier.v1")
@@ -244,6 +249,7 @@ class TransformerClassifierShim(PyTorchShim):
         """Word pieces of the docs (and of their `doc._.text_pair`), truncated
         at `max_length`, unpadded: one list of ids per doc.
         """
+        install_extensions()
         texts = [doc.text for doc in docs]
         pairs = [doc._.text_pair for doc in docs]
         if any(pair is not None for pair in pairs):

@@ -182,15 +182,3 @@ def load_encoder(name: Union[str, Path]) -> nn.Module:
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(str(name))
-
-
-def encoder_from_config(config_dict: dict) -> nn.Module:
-    """Build an encoder with random weights from a `config.json` dict: no
-    network, no weights file.
-    """
-    from transformers import AutoConfig, AutoModel
-
-    config_dict = dict(config_dict)
-    model_type = config_dict.pop("model_type")
-    config = AutoConfig.for_model(model_type, **config_dict)
-    return AutoModel.from_config(config)

@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy
 import srsly
-import torch
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -21,7 +20,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 from thinc.types import Floats2d
 
-from ..models.classifier import TransformerClassifierShim, get_shim
+from ..models.classifier import TransformerClassifierShim, get_shim, install_extensions
 from ..models.pytorch import ClassifierOutput
 from .scorer import score_transformer_textcat
 
@@ -91,6 +90,7 @@ class TransformerTextCategorizer(TrainablePipe):
         threshold: float = 0.5,
         scorer: Optional[Callable] = score_transformer_textcat,
     ) -> None:
+        install_extensions()
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -126,10 +126,6 @@ class TransformerTextCategorizer(TrainablePipe):
         trainer uses this; spaCy's training loop goes through `update`.
         """
         return self.shim.run(docs, is_train=is_train, output_hidden_states=output_hidden_states)
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax for exclusive classes, sigmoid for multilabel."""
-        return logits.softmax(-1) if self.exclusive_classes else logits.sigmoid()
 
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
         """Class probabilities for a batch of docs, without modifying them.
@@ -192,7 +188,7 @@ class TransformerTextCategorizer(TrainablePipe):
         RETURNS (Tuple[float, Floats2d]): The loss and d_loss/d_logits.
         """
         examples = list(examples)
-        truths, not_missing = self._examples_to_truth(examples)
+        truths, not_missing = self.examples_to_truth(examples)
         probs = self._probabilities_xp(scores)
         xp = self.model.ops.xp
         eps = 1e-7
@@ -205,7 +201,12 @@ class TransformerTextCategorizer(TrainablePipe):
         d_logits = (probs - truths) * not_missing / n
         return float(loss), d_logits.astype("float32")
 
-    def _examples_to_truth(self, examples: List[Example]) -> Tuple[Floats2d, Floats2d]:
+    def examples_to_truth(self, examples: List[Example]) -> Tuple[Floats2d, Floats2d]:
+        """The gold targets of a batch, (N, C), and where they are known:
+        a whole row is unknown for a doc without gold cats (unlabelled text),
+        single labels for multilabel docs that leave them out. `update` and
+        the distillation trainer both read the gold through this.
+        """
         truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
         not_missing = numpy.ones((len(examples), len(self.labels)), dtype="f")
         for i, eg in enumerate(examples):

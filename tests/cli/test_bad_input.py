@@ -7,7 +7,7 @@ import pytest
 from thinc.api import Config
 
 from ..conftest import write_jsonl
-from .conftest import DEKD_CFG, overrides, spacy_cli, student_config, train_classifier
+from .conftest import DEKD_CFG, overrides, spacy_cli, student_config
 
 
 def write_csv(path, text):

@@ -489,3 +489,21 @@ def test_killed_at_random_moments_a_run_never_resumes_from_a_mixed_set(models, t
         assert weights(out / "model-last") == weights(tmp_path / "whole" / "model-last")
         outcomes.append("resumed")
     assert outcomes.count("resumed") >= 6, outcomes
+
+
+@pytest.mark.parametrize("factory", ["textcat", "textcat_multilabel"])
+def test_spacy_bag_of_words_teachers_give_the_targets_their_probabilities_mean(toy_data, tmp_path, factory):
+    nlp = spacy.blank("en")
+    nlp.add_pipe(factory)
+    examples = list(DatasetCorpus(toy_data["train"])(nlp))
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    pipe = nlp.get_pipe(factory)
+    docs = [nlp.make_doc(text) for text in ("a good film", "the plot was dull", "story")]
+    probs = torch.tensor(pipe.predict(docs))
+    logits = trainer_module.teacher_forward(pipe, docs, hidden=False).logits
+    # The KL terms read the teacher's logits through softmax (exclusive) or
+    # sigmoid per label (multilabel); either way they must give back p.
+    targets = logits.sigmoid() if factory == "textcat_multilabel" else logits.softmax(-1)
+    assert torch.allclose(targets, probs, atol=1e-5)

@@ -1,0 +1,99 @@
+"""Every swappable interface and data type of the distillation in one place
+(as spacy-llm's `ty.py`): what selectors, routers and layer selectors take
+and give, what the frozen models answer, and what a batch's plan and loss
+hold.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+import torch
+from torch import nn
+
+# A loss term: fn(student_logits, targets, *, multilabel=False, ...) -> scalar.
+LossFn = Callable[..., torch.Tensor]
+
+
+@runtime_checkable
+class InstanceSelector(Protocol):
+    """Picks the rows worth a query (Eq. 4-5), from the student's logits."""
+
+    # Whether it reads the logits at all: a query round scores the pool with
+    # the student only for a selector that does.
+    reads_logits: bool
+
+    def count(self, n: int) -> int:
+        """How many of n rows it keeps when no k is given."""
+
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
+    ) -> torch.Tensor:
+        """(N, C) logits → ascending LongTensor of the selected row indices:
+        `count(N)` of them, or the k it likes best.
+        """
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Splits selected rows into the teacher's and the assistant's (Eq. 6)."""
+
+    uses_assistant: bool
+    reads_logits: bool
+
+    def n_teacher(self, k: int) -> int:
+        """How many of k rows it sends to the teacher (whatever the logits)."""
+
+    def __call__(
+        self, student_logits: torch.Tensor, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(k, C) logits → (teacher_rows, assistant_rows), ascending indices."""
+
+
+@runtime_checkable
+class LayerSelector(Protocol):
+    def __call__(
+        self, teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+    ) -> List[int]:
+        """L tensors (k, d) → M ascending indices into that list."""
+
+
+@dataclass
+class QueryPlan:
+    """Row indices into the batch, each ascending.
+
+    selected: the rows the instance selector kept (Eq. 4).
+    teacher_rows / assistant_rows: the rows that learn from each in L_TA:
+        the selected rows routed to each (Eq. 6), and on the teacher's side
+        also `reused` rows.
+    aligned: the rows layer alignment runs over (Eq. 8–9): the selected
+        rows, or only those routed to the teacher; empty when it is off.
+    teacher_query: the rows whose teacher outputs the loss reads: the
+        teacher rows and the aligned rows.
+    reused: unselected rows whose teacher outputs are already cached, when
+        the objective reuses them (no forward pass: the teacher is frozen).
+    """
+
+    selected: torch.Tensor
+    teacher_rows: torch.Tensor
+    assistant_rows: torch.Tensor
+    teacher_query: torch.Tensor
+    aligned: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    reused: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    @property
+    def assistant_query(self) -> torch.Tensor:
+        return self.assistant_rows
+
+
+@dataclass
+class TeacherOutput:
+    """A frozen model's outputs for the rows of a query, in query order."""
+
+    logits: torch.Tensor  # (q, C)
+    hidden_states: Optional[List[torch.Tensor]] = None  # L x (q, d)
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    terms: Dict[str, float] = field(default_factory=dict)
+    teacher_layers: Optional[List[int]] = None
