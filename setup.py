@@ -18,7 +18,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(exclude=["tests", "tests.*"]),
-    package_data={"spacy_dekd": ["py.typed"]},
+    package_data={"spacy_dekd": ["py.typed", "configs/*.cfg"]},
     install_requires=[
         "spacy>=3.8.0,<3.9.0",
         "thinc>=8.3.0,<8.4.0",
@@ -48,6 +48,7 @@ setup(
         ],
         "spacy_cli": [
             "distill = spacy_dekd.cli.distill:distill_cli",
+            "init_distill_config = spacy_dekd.cli.init_config:init_distill_config_cli",
         ],
     },
     classifiers=[

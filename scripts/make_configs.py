@@ -1,139 +1,21 @@
-"""Write the baseline and ablation configs as settings of `configs/dekd.cfg`.
-
-Baselines and ablations are configurations of one objective, not code paths
-(DESIGN.md's table). Each config below is dekd.cfg with a few blocks
-replaced; run this after editing dekd.cfg, and `tests/test_configs.py`
-checks that the files on disk match.
+"""Write the project's configs/ from the configs shipped in the package
+(spacy_dekd/configs/): the two written by hand and every generated variant.
+Run it after editing spacy_dekd/configs/; `tests/test_configs.py` checks
+that configs/ matches.
 
     python scripts/make_configs.py
 """
 import sys
-import textwrap
 from pathlib import Path
-from typing import Any, Dict
 
-from thinc.api import Config
+from spacy_dekd.configs import config_text, names
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
-TEACHER_ONLY = {"@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"}
-ASSISTANT_ONLY = {"@dekd_selectors": "spacy-dekd.AssistantOnlyRouter.v1"}
-ALL = {"@dekd_selectors": "spacy-dekd.AllSelector.v1", "seed": "${system.seed}"}
-NO_ALIGNMENT = {"alignment_weight": 0.0, "alignment": None, "align_rows": None}
-KD_WEIGHTS = {"ce_weight": 0.5, "ta_weight": 0.5}
-
-# A compact pretrained student (MiniLM-L6, width 384, its own tokenizer) that
-# also learns from unlabelled text the teacher and the assistant answer in
-# query rounds, under a teacher budget.
-MINILM = {
-    "paths.encoder": "assets/all-MiniLM-L6-v2",
-    "paths.unlabeled": "corpus/movies/unlabeled.txt",
-    "corpora.unlabeled": {"@readers": "spacy.PlainTextCorpus.v1", "path": "${paths.unlabeled}"},
-    "components.textcat.model.pooling": "mean",
-    "distillation.student_init": {"@misc": "spacy-dekd.StudentFromPretrained.v1"},
-    "distillation.unlabeled_corpus": "corpora.unlabeled",
-    "distillation.teacher_budget": 0.25,
-}
-KD = {
-    "distillation.objective.selector": ALL,
-    "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
-    "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
-}
-RANDOM = {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}
-
-# name: (description, {dotted path: value}); None removes a block.
-VARIANTS: Dict[str, Any] = {
-    "paper": (
-        "DeKD with the paper's literal readings: the hidden-softmax layer score "
-        "(Eq. 8 as written), the summed norm (Eq. 9), λ = 0.5 / 0.3 / 0.2, lr 2e-5 "
-        "(Sec. 4.3), no warmup, teacher outputs for the selected rows only.",
-        {
-            "distillation.objective.alignment.reduction": "sum",
-            "distillation.objective.alignment.layer_selector.score": "hidden",
-            "distillation.optimizer.learn_rate": 2e-5,
-            "distillation.optimizer.warmup_ratio": 0.0,
-            "distillation.objective": {
-                "ce_weight": 0.5, "ta_weight": 0.3, "alignment_weight": 0.2,
-                "reuse_teacher_outputs": False, "align_rows": "selected",
-            },
-        },
-    ),
-    "kd": ("Vanilla KD (Eq. 3): every example, teacher only, (1-λ)·CE + λ·KL with λ = 0.5.", KD),
-    "dekd_minilm": (
-        "DeKD into a pretrained MiniLM-L6 student (width 384, its own tokenizer; alignment "
-        "through learned 384 -> 768 projections) that also learns from the unlabelled "
-        "training sentences, the teacher answering at most 25 % of all examples.",
-        MINILM,
-    ),
-    "kd_minilm": ("Vanilla KD into the MiniLM student over the same unlabelled text and budget.", {**KD, **MINILM}),
-    "select_random_minilm": ("dekd_minilm selecting the texts for the teacher at random.", {**RANDOM, **MINILM}),
-    "assistant": (
-        "The teacher assistant: 6 of the teacher's layers, distilled by vanilla KD.",
-        {
-            "distillation.objective.selector": ALL,
-            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
-            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
-            "distillation.student_init.n_layers": 6,
-            "distillation.max_epochs": 1,
-        },
-    ),
-    "pkd": (
-        "BERT-PKD (skip): vanilla KD plus alignment to uniformly spaced teacher layers "
-        "(PKD's normalised-vector loss; β chosen as DeKD's λ3, since PKD's β = 10 on the "
-        "summed loss drives the student to chance here, see DESIGN.md).",
-        {
-            "distillation.objective.selector": ALL,
-            "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
-            "distillation.objective.alignment.layer_selector": {"@dekd_selectors": "spacy-dekd.UniformLayerSelector.v1"},
-            "distillation.objective": {**KD_WEIGHTS, "align_rows": "selected"},
-        },
-    ),
-    "takd": (
-        "TAKD, second stage: the student learns from the assistant alone (the first "
-        "stage is configs/assistant.cfg).",
-        {
-            "distillation.objective.selector": ALL,
-            "distillation.objective.teacher_assistant.router": ASSISTANT_ONLY,
-            "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
-        },
-    ),
-    "wo_ds": ("DeKD without data selection: every example queries.", {"distillation.objective.selector": ALL}),
-    "wo_ta": ("DeKD without the teacher assistant: the teacher answers every selected example.", {"distillation.objective.teacher_assistant.router": TEACHER_ONLY}),
-    "wo_doa": ("DeKD without dynamic objective alignment (λ3 = 0).", {"distillation.objective": NO_ALIGNMENT}),
-    "select_lc": ("DeKD selecting by least confidence (Eq. 11).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.LeastConfidenceSelector.v1", "ratio": 0.5}}),
-    "select_margin": ("DeKD selecting by margin (Eq. 12).", {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.MarginSelector.v1", "ratio": 0.5}}),
-    "select_random": ("DeKD selecting at random (the paper's baseline).", RANDOM),
-}
-
-
-def apply(config: Config, path: str, value: Any) -> None:
-    *parents, key = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    if isinstance(value, dict) and not any(k.startswith("@") for k in value):
-        for sub_key, sub_value in value.items():  # settings merged into a block
-            if sub_value is None:
-                node[key].pop(sub_key, None)
-            else:
-                node[key][sub_key] = sub_value
-    else:
-        node[key] = value
-
-
-def render(name: str) -> str:
-    description, changes = VARIANTS[name]
-    config = Config().from_disk(CONFIGS / "dekd.cfg", interpolate=False)
-    for path, value in changes.items():
-        apply(config, path, value)
-    header = "".join(f"# {line}\n" for line in textwrap.wrap(description, 78))
-    header += "# Generated from dekd.cfg by scripts/make_configs.py: edit that, then rerun it.\n"
-    return header + config.to_str(interpolate=False)
-
 
 def main() -> int:
-    for name in VARIANTS:
-        (CONFIGS / f"{name}.cfg").write_text(render(name), encoding="utf8")
+    for name in names():
+        (CONFIGS / f"{name}.cfg").write_text(config_text(name), encoding="utf8")
         print(f"✔ configs/{name}.cfg")
     return 0
 

@@ -1,26 +1,39 @@
-"""The shipped configs: generated ones match their generator, and every
-[distillation] block resolves to the parts DESIGN.md's table names."""
-import sys
+"""The shipped configs: the project's configs/ match the package's source,
+every one passes `spacy debug config`, and every [distillation] block
+resolves to the parts DESIGN.md's table names."""
 from pathlib import Path
 
 import pytest
 from spacy import util
+from spacy.cli.debug_config import debug_config
 
+from spacy_dekd.cli.init_config import distill_config
+from spacy_dekd.configs import VARIANTS, config_text, names
 from spacy_dekd.distill.objective import DeKDObjective
 from spacy_dekd.registry import registry
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import make_configs  # noqa: E402
-
-STUDENT_CONFIGS = ["dekd"] + list(make_configs.VARIANTS)
+STUDENT_CONFIGS = ["dekd"] + list(VARIANTS)
 
 
-@pytest.mark.parametrize("name", list(make_configs.VARIANTS))
-def test_generated_configs_are_up_to_date(name):
-    assert (ROOT / "configs" / f"{name}.cfg").read_text(encoding="utf8") == make_configs.render(name), (
+@pytest.mark.parametrize("name", names())
+def test_project_configs_are_the_packages(name):
+    assert (ROOT / "configs" / f"{name}.cfg").read_text(encoding="utf8") == config_text(name), (
         f"configs/{name}.cfg is stale: run python scripts/make_configs.py"
     )
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_config_passes_spacy_debug_config(name, capsys):
+    debug_config(ROOT / "configs" / f"{name}.cfg", overrides={})  # exits on an invalid config
+    assert "Config is valid" in capsys.readouterr().out
+
+
+def test_init_distill_config_sets_the_encoder():
+    text = distill_config("dekd_minilm", encoder="/models/minilm")
+    assert 'encoder = "/models/minilm"' in text and text.count("encoder = ") == 1
+    with pytest.raises(ValueError, match="Unknown config 'nope'"):
+        distill_config("nope")
 
 
 def resolve(name):

@@ -507,3 +507,13 @@ def test_spacy_bag_of_words_teachers_give_the_targets_their_probabilities_mean(t
     # sigmoid per label (multilabel); either way they must give back p.
     targets = logits.sigmoid() if factory == "textcat_multilabel" else logits.softmax(-1)
     assert torch.allclose(targets, probs, atol=1e-5)
+
+
+def test_init_distill_config_writes_a_config_that_distils(models, toy_data, tmp_path):
+    cfg = tmp_path / "student.cfg"
+    result = spacy_cli("init", "distill-config", str(cfg), "--variant", "kd", "--encoder", str(models["narrow"]))
+    assert result.returncode == 0, result.stderr
+    assert fail_line(spacy_cli("init", "distill-config", str(cfg))).endswith("pass --force to overwrite it, or choose another file.\x1b[0m")
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 4, "distillation.eval_frequency": 2})
+    metrics = distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=over)
+    assert metrics["steps"] == 4 and metrics["teacher_forward_passes"] == 4 * 16
