@@ -25,7 +25,7 @@ from spacy.training import Example
 from spacy.training.loop import DIR_MODEL_BEST, DIR_MODEL_LAST, create_evaluation_callback, update_meta
 from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
-from wasabi import Printer, color
+from wasabi import color
 
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
@@ -71,6 +71,7 @@ class DistillState:
     best_score: float = -math.inf
     elapsed: float = 0.0
     rounds_done: int = 0
+    words: int = 0  # words of the training docs stepped over, as spaCy counts them
     history: List[Dict[str, Any]] = field(default_factory=list)
 
 
@@ -148,7 +149,6 @@ class DistillTrainer:
         self.frozen_scores: Dict[str, Dict[str, Any]] = {}
         self.T = T
         self.output_path = output_path
-        self.msg = Printer(no_print=True)
         self.stdout = stdout
         self.objective: DeKDObjective = T["objective"]
         if len(T["student_to_teacher"]) != 1:
@@ -450,43 +450,54 @@ class DistillTrainer:
 
     def _train(self, run: "Run", state: DistillState, evaluate: Callable[[], Tuple[float, Dict[str, Any]]]) -> DistillState:
         """The loop: epochs, a query round where one is due, steps, and an
-        evaluation (and a saved set) every `eval_frequency` steps.
+        evaluation (reported to `[training.logger]`, and saved) every
+        `eval_frequency` steps.
         """
         T = self.T
+        log_step, finalize = self._setup_logger(run)
         started = time.perf_counter() - state.elapsed
         stop = False
-        while not stop and state.epoch < T["max_epochs"]:
-            if run.rounds is not None and run.rounds.round_of(state.epoch) == state.rounds_done:
-                self.query_round(run, state.epoch)
-                state.rounds_done += 1
-            for i, batch_ids in enumerate(self._batches(run, state.epoch)):
-                if i < state.batch_in_epoch:
-                    continue  # done before the checkpoint this run resumed from
-                terms = self.step(run, batch_ids, state.step)
-                state.step += 1
-                state.batch_in_epoch = i + 1
-                record = {"epoch": state.epoch, "step": state.step, "loss": float(terms.total.detach()), **terms.terms}
-                if terms.teacher_layers is not None:
-                    record["teacher_layers"] = terms.teacher_layers
-                record["teacher_queries"] = run.teacher.cache.n_forward
-                record["assistant_queries"] = run.assistant.cache.n_forward if run.assistant else 0
-                state.history.append(record)
-                logger.debug("step %d: %s", state.step, record)
-                if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
-                    self._evaluate_and_save(run, state, evaluate, started)
-                if T["max_steps"] and state.step >= T["max_steps"]:
-                    stop = True
-                    break
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        if state.history and "score" not in state.history[-1]:
-            # The epochs ran out before max_steps: score and save the last step too.
-            self._evaluate_and_save(run, state, evaluate, started)
+        try:
+            while not stop and state.epoch < T["max_epochs"]:
+                if run.rounds is not None and run.rounds.round_of(state.epoch) == state.rounds_done:
+                    self.query_round(run, state.epoch)
+                    state.rounds_done += 1
+                for i, batch_ids in enumerate(self._batches(run, state.epoch)):
+                    if i < state.batch_in_epoch:
+                        continue  # done before the checkpoint this run resumed from
+                    terms = self.step(run, batch_ids, state.step)
+                    state.step += 1
+                    state.batch_in_epoch = i + 1
+                    state.words += sum(len(run.examples[j].predicted) for j in batch_ids)
+                    record = {"epoch": state.epoch, "step": state.step, "loss": float(terms.total.detach()), **terms.terms}
+                    if terms.teacher_layers is not None:
+                        record["teacher_layers"] = terms.teacher_layers
+                    record["teacher_queries"] = run.teacher.cache.n_forward
+                    record["assistant_queries"] = run.assistant.cache.n_forward if run.assistant else 0
+                    state.history.append(record)
+                    logger.debug("step %d: %s", state.step, record)
+                    if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
+                        log_step(self._evaluate_and_save(run, state, evaluate, started))
+                    else:
+                        log_step(None)
+                    if T["max_steps"] and state.step >= T["max_steps"]:
+                        stop = True
+                        break
+                else:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+            if state.history and "score" not in state.history[-1]:
+                # The epochs ran out before max_steps: score and save the last step too.
+                log_step(self._evaluate_and_save(run, state, evaluate, started))
+        finally:
+            finalize()
         state.elapsed = time.perf_counter() - started
         return state
 
-    def _evaluate_and_save(self, run: "Run", state: DistillState, evaluate: Callable, started: float) -> None:
+    def _evaluate_and_save(self, run: "Run", state: DistillState, evaluate: Callable, started: float) -> Dict[str, Any]:
+        """Score the student on dev, save the set, and return the `info` dict
+        spaCy's training loop gives its logger, with DeKD's queries.
+        """
         record = state.history[-1]
         score, scores = evaluate()
         record.update(score=score, scores=scores)
@@ -494,9 +505,39 @@ class DistillTrainer:
         is_best = score >= state.best_score
         state.best_score = max(score, state.best_score)
         state.elapsed = time.perf_counter() - started
-        self._log_row(record)
         if self.output_path is not None:
             self._save(run, state, is_best)
+        evals = [r for r in state.history if "score" in r]
+        since = [r for r in state.history if len(evals) < 2 or r["step"] > evals[-2]["step"]]
+        return {
+            "epoch": state.epoch,
+            "step": state.step,
+            "score": score,
+            "other_scores": scores,
+            "losses": {self.student_pipe.name: sum(r["loss"] for r in since)},
+            "loss_terms": {key: sum(r.get(key, 0.0) for r in since) for key in ("ce", "ta", "da") if key in record},
+            "checkpoints": [(r["score"], r["step"]) for r in evals],
+            "seconds": int(state.elapsed),
+            "words": state.words,
+            "teacher_queries": record["teacher_queries"],
+            "assistant_queries": record["assistant_queries"],
+        }
+
+    def _setup_logger(self, run: "Run") -> Tuple[Callable[[Optional[Dict[str, Any]]], None], Callable[[], None]]:
+        """`[training.logger]` of the student's config, set up as `spacy train`
+        does (spaCy's console logger by default, or any of spacy-loggers').
+        It reads how long the run is from `[training]`: this run's steps and
+        evaluation frequency stand in there.
+        """
+        config = self.nlp.config.copy()
+        config["training"]["max_steps"] = run.total_steps
+        config["training"]["eval_frequency"] = self.T["eval_frequency"]
+        block = config["training"].get("logger") or {"@loggers": "spacy.ConsoleLogger.v3", "progress_bar": "eval"}
+        try:
+            make_logger = registry.resolve({"logger": block})["logger"]
+        except (ConfigValidationError, ValueError, TypeError) as err:
+            raise DistillationError(f"Invalid [training.logger]: {_first_line(err)}") from err
+        return make_logger(_LoggerView(self.nlp, config), stdout=self.stdout, stderr=sys.stderr)
 
     # Helpers
 
@@ -567,26 +608,6 @@ class DistillTrainer:
         self._say("info", f"Distilling into '{self.student_pipe.name}': {n_examples} examples, {total_steps} steps")
         shim = self.student_pipe.shim
         self._say("info", f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}")
-        self.columns = ["E", "#", "LOSS", "CE", "TA", "DA", "Q TEACHER", "Q TA", "SCORE"]
-        widths = [3, 6, 8, 8, 8, 8, 9, 6, 6]
-        self.table_widths = widths
-        self.stdout.write(self.msg.row(self.columns, widths=widths) + "\n")
-        self.stdout.write(self.msg.row(["-" * w for w in widths], widths=widths) + "\n")
-
-    def _log_row(self, record: Dict[str, Any]) -> None:
-        row = [
-            record["epoch"],
-            record["step"],
-            f"{record['loss']:.3f}",
-            f"{record.get('ce', 0.0):.3f}",
-            f"{record.get('ta', 0.0):.3f}",
-            f"{record['da']:.3f}" if "da" in record else "-",
-            record["teacher_queries"],
-            record["assistant_queries"],
-            f"{record['score']:.3f}",
-        ]
-        self.stdout.write(self.msg.row(row, widths=self.table_widths) + "\n")
-        self.stdout.flush()
 
     def _metrics(self, state: DistillState, run: Run) -> Dict[str, Any]:
         teacher, assistant, n_examples = run.teacher, run.assistant, len(run.examples)
@@ -756,6 +777,19 @@ class DistillTrainer:
         state = DistillState(**data)
         self._say("info", f"Resuming at step {state.step} (epoch {state.epoch})")
         return state
+
+
+class _LoggerView:
+    """The pipeline as a `[training.logger]` sees it: the student's, with a
+    config whose [training] says how long this distillation run is.
+    """
+
+    def __init__(self, nlp: Language, config: Any) -> None:
+        self._nlp = nlp
+        self.config = config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nlp, name)
 
 
 def resolve_distillation(nlp: Language) -> Dict[str, Any]:

@@ -32,7 +32,7 @@ def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
     args = [f"--{k}={v}" for k, v in over.items()]
     result = spacy_cli("distill", str(models["teacher"]), str(cfg), "--assistant", str(models["assistant"]), "--output", str(out), *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Q TEACHER" in result.stdout  # the training table
+    assert "Loss textcat" in result.stdout  # spaCy's console logger's table
     student = spacy.load(out / "model-best")
     assert student.pipe_names == ["textcat"]
     # The untrained student: the same initialisation, before any step.
@@ -507,6 +507,48 @@ def test_spacy_bag_of_words_teachers_give_the_targets_their_probabilities_mean(t
     # sigmoid per label (multilabel); either way they must give back p.
     targets = logits.sigmoid() if factory == "textcat_multilabel" else logits.softmax(-1)
     assert torch.allclose(targets, probs, atol=1e-5)
+
+
+LOGGER_CODE = '''
+import json
+from spacy.util import registry
+
+@registry.loggers("test.JsonLinesLogger.v1")
+def make(path: str):
+    def setup(nlp, stdout=None, stderr=None):
+        out = open(path, "w")
+        def log_step(info):
+            if info is not None:
+                out.write(json.dumps({k: info[k] for k in ("epoch", "step", "score", "losses", "words", "teacher_queries", "assistant_queries", "seconds")}) + "\\n")
+        return log_step, out.close
+    return setup
+'''
+
+
+def test_the_training_logger_gets_an_info_dict_per_evaluation(models, toy_data, tmp_path):
+    code = tmp_path / "logger.py"
+    code.write_text(LOGGER_CODE)
+    log = tmp_path / "log.jsonl"
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 2})
+    args = [f"--{k}={v}" for k, v in over.items()]
+    result = spacy_cli(
+        "distill", str(models["teacher"]), str(student_config(tmp_path, teacher_only=True)), "--code", str(code),
+        "--output", str(tmp_path / "out"), f"--training.logger={{\"@loggers\": \"test.JsonLinesLogger.v1\", \"path\": \"{log}\"}}", *args,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    infos = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [info["step"] for info in infos] == [2, 4, 6]
+    assert all(info["losses"]["textcat"] > 0 and info["words"] > 0 for info in infos)
+    assert [info["teacher_queries"] for info in infos] == [16, 32, 48]  # half of each batch of 16
+    # spaCy's console logger writes its JSONL file when asked.
+    jsonl = tmp_path / "console.jsonl"
+    result = spacy_cli(
+        "distill", str(models["teacher"]), str(student_config(tmp_path, teacher_only=True)), "--output", str(tmp_path / "out2"),
+        f"--training.logger.output_file={jsonl}", *args,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4, 6] and "cats_accuracy" in lines[0]["scores"]
 
 
 def test_init_distill_config_writes_a_config_that_distils(models, toy_data, tmp_path):
