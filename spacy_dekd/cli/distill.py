@@ -21,7 +21,7 @@ from spacy.cli._util import (
     setup_gpu,
     show_validation_error,
 )
-from thinc.api import fix_random_seed
+from thinc.api import fix_random_seed, set_gpu_allocator
 from wasabi import color, msg
 
 from ..distill.checkpoint import OutputError, check_writable
@@ -66,6 +66,7 @@ def distill_cli(
             assistant_path=assistant_model,
             overrides=overrides,
             resume=resume,
+            use_gpu=use_gpu,
         )
     except DistillationError as err:
         if verbose:
@@ -84,13 +85,12 @@ def distill(
     assistant_path: Optional[str] = None,
     overrides: Dict[str, Any] = util.SimpleFrozenDict(),
     resume: bool = False,
+    use_gpu: int = -1,
 ) -> Dict[str, Any]:
     """Load the models, build the student from its config, run the trainer.
     RETURNS (Dict[str, Any]): The run's metrics.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    teacher = _load(teacher_path, "teacher")
-    assistant = _load(assistant_path, "assistant") if assistant_path else None
     with show_validation_error(student_config_path):
         config = util.load_config(student_config_path, overrides=overrides, interpolate=False)
     if "distillation" not in config:
@@ -100,10 +100,16 @@ def distill(
             check_writable(output_path)
         except OutputError as err:
             raise DistillationError(str(err)) from err
-        msg.info(f"Saving to output directory: {output_path}")
+    allocator = config.get("system", {}).get("gpu_allocator")
+    if use_gpu >= 0 and allocator:  # before anything is put on the GPU, as spacy train does
+        set_gpu_allocator(allocator)
+    teacher = _load(teacher_path, "teacher")
+    assistant = _load(assistant_path, "assistant") if assistant_path else None
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
         T = resolve_distillation(nlp)
+    if output_path is not None:
+        msg.info(f"Saving to output directory: {output_path}")
     if T["seed"] is not None:
         fix_random_seed(T["seed"])
     trainer_cls = T["trainer"]

@@ -99,6 +99,8 @@ class Run:
     total_steps: int
     rounds: Optional[QueryRounds] = None
     teacher_budget: Optional[int] = None
+    # Loss scaling for float16 autocast on a GPU; a no-op otherwise.
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
 
 
 def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput:
@@ -276,7 +278,10 @@ class DistillTrainer:
             "config": config_fingerprint(self.nlp.config.interpolate()),
         }
         optimizer, scheduler = T["optimizer"].build(params, total_steps)
-        return Run(examples, n_labelled, teacher, assistant, params, optimizer, scheduler, total_steps, rounds, teacher_budget)
+        shim = self.student_pipe.shim
+        fp16 = T["mixed_precision"] and shim.device.type == "cuda" and shim.mixed_precision_dtype == "float16"
+        scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        return Run(examples, n_labelled, teacher, assistant, params, optimizer, scheduler, total_steps, rounds, teacher_budget, scaler)
 
     def _check_labels(self, examples: List[Example], dot_name: str) -> None:
         """Gold labels must be the teacher's: a label it does not know would
@@ -386,11 +391,13 @@ class DistillTrainer:
         terms = self.objective(out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head())
         self._check_finite(terms, step)
         run.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        run.scaler.scale(terms.total).backward()
         grad_clip = self.T["optimizer"].grad_clip
         if grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)
             torch.nn.utils.clip_grad_norm_(run.params, grad_clip)
-        run.optimizer.step()
+        run.scaler.step(run.optimizer)  # skipped on an overflow
+        run.scaler.update()
         run.scheduler.step()
         return terms
 
@@ -702,7 +709,10 @@ class DistillTrainer:
         from safetensors.torch import save_file
 
         path.mkdir(parents=True)
-        torch.save({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}, path / "optimizer.pt")
+        torch.save(
+            {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict()},
+            path / "optimizer.pt",
+        )
         torch.save(_rng_to_tensors(rng_state({"objective": self.objective.rng_state()})), path / "rng.pt")
         projections = self.objective.projections()
         if projections is not None:
@@ -757,6 +767,8 @@ class DistillTrainer:
         run.optimizer.param_groups[0]["params"] = run.params
         run.optimizer.load_state_dict(saved_optim["optimizer"])
         run.scheduler.load_state_dict(saved_optim["scheduler"])
+        if saved_optim.get("scaler"):
+            run.scaler.load_state_dict(saved_optim["scaler"])
         projections = self.objective.projections()
         if projections is not None:
             from safetensors.torch import load_file

@@ -113,8 +113,7 @@ def forward(
     Y = torch2xp(logits.detach().float(), ops=model.ops)
 
     def backprop(dY: Floats2d) -> List[Doc]:
-        d_logits = xp2torch(dY, device=logits.device).to(logits.dtype)
-        logits.backward(d_logits)
+        shim.backward(logits, xp2torch(dY, device=logits.device).to(logits.dtype))
         return []
 
     return Y, backprop
@@ -314,6 +313,18 @@ class TransformerClassifierShim(PyTorchShim):
             output = _restore_order(pieces, buckets)
         output.logits = output.logits.float()
         return output
+
+    def backward(self, output: torch.Tensor, d_output: torch.Tensor) -> None:
+        """Backprop as `PyTorchShim.begin_update`'s callback does: the
+        gradient scaled by the shim's grad scaler (float16 autocast on a GPU
+        needs it), the parameters' gradients unscaled, and zeroed on an
+        overflow, which `finish_update` then skips.
+        """
+        torch.autograd.backward(output, grad_tensors=self._grad_scaler.scale(d_output))
+        grads = [p.grad for p in self._model.parameters() if p.grad is not None]
+        if self._grad_scaler.unscale(grads):
+            for grad in grads:
+                grad.zero_()
 
     def set_mixed_precision(self, enabled: bool) -> None:
         """Autocast forward passes: on a GPU in `mixed_precision_dtype`, on a

@@ -5,12 +5,14 @@ fine-tuned: exclusive classes (softmax) or multilabel (sigmoid) by one
 setting, sentence pairs through `doc._.text_pair`, and weights saved as
 safetensors. The teacher, assistant and student of DeKD are all instances.
 """
+import contextlib
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
+import torch
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -162,8 +164,8 @@ class TransformerTextCategorizer(TrainablePipe):
         """Learn from a batch of examples: one forward and backward pass of
         the whole encoder, and an optimizer step when `sgd` is given.
 
-        The dropout of the encoder and head are set by the model config;
-        `drop` is not used.
+        drop (float): The dropout rate of every dropout layer of the encoder
+            and head during this update (`[training] dropout` in spacy train).
         """
         if losses is None:
             losses = {}
@@ -171,9 +173,10 @@ class TransformerTextCategorizer(TrainablePipe):
         examples = list(examples)
         validate_examples(examples, "TransformerTextCategorizer.update")
         self._validate_categories(examples)
-        logits, backprop = self.model.begin_update(docs_with_pairs(examples))
-        loss, d_logits = self.get_loss(examples, logits)
-        backprop(d_logits)
+        with dropout_rate(self.shim.module, drop):
+            logits, backprop = self.model.begin_update(docs_with_pairs(examples))
+            loss, d_logits = self.get_loss(examples, logits)
+            backprop(d_logits)
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += loss
@@ -331,6 +334,20 @@ class TransformerTextCategorizer(TrainablePipe):
         return srsly.msgpack_dumps(
             {"cfg": srsly.json_dumps(self.cfg), "model": self.shim.to_bytes()}
         )
+
+
+@contextlib.contextmanager
+def dropout_rate(module: Optional[torch.nn.Module], rate: float) -> Iterator[None]:
+    """Set every dropout layer of a module to `rate`, and back after."""
+    layers = [m for m in module.modules() if isinstance(m, torch.nn.Dropout)] if module is not None else []
+    saved = [layer.p for layer in layers]
+    for layer in layers:
+        layer.p = rate
+    try:
+        yield
+    finally:
+        for layer, p in zip(layers, saved):
+            layer.p = p
 
 
 def docs_with_pairs(examples: Iterable[Example]) -> List[Doc]:

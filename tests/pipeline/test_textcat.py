@@ -271,3 +271,55 @@ def test_gold_labels_the_model_lacks_are_an_error_when_scoring(trained):
     reference.cats = {"positive": 0.0, "negative": 0.0, "neutral": 1.0}
     with pytest.raises(ValueError, match=r"label\(s\) \['neutral'\] the model does not know"):
         trained.evaluate([Example(doc, reference)])
+
+
+def test_update_honours_drop_and_restores_the_model_dropout(trained, monkeypatch):
+    module = trained.get_pipe("textcat").shim.module
+    before = [m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    seen = []
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        seen.append({m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "forward", forward)
+    eg = Example.from_dict(trained.make_doc("a good film"), {"cats": {"positive": 1.0, "negative": 0.0}})
+    trained.update([eg], drop=0.3)
+    assert seen and all(rates == {0.3} for rates in seen)
+    assert [m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)] == before
+
+
+class ScalerDouble:
+    """thinc's PyTorchGradScaler's interface (it needs a GPU when enabled)."""
+
+    def __init__(self, scale, overflow=False):
+        self.factor, self.overflow = scale, overflow
+
+    def scale(self, tensors, inplace=False):
+        return tensors * self.factor
+
+    def unscale(self, tensors):
+        for tensor in tensors:
+            tensor.div_(self.factor)
+        return self.overflow
+
+
+def test_backprop_goes_through_the_shims_grad_scaler(bert_dir, toy_data):
+    # float16 autocast needs the gradient scaled and unscaled, as thinc's
+    # PyTorchShim does: scaled, the gradients come out the same; on an
+    # overflow they are zeroed (and finish_update skips the step).
+    grads = []
+    for scaler in (ScalerDouble(1.0), ScalerDouble(1024.0), ScalerDouble(1024.0, overflow=True)):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("transformer_textcat", name="textcat", config={"model": {"name": str(bert_dir), "dropout": 0.0}})
+        examples = list(DatasetCorpus(toy_data["train"])(nlp))[:8]
+        torch.manual_seed(0)
+        nlp.initialize(lambda: examples)
+        shim = get_shim(nlp.get_pipe("textcat").model)
+        shim._grad_scaler = scaler
+        nlp.get_pipe("textcat").update(examples, drop=0.0)
+        grads.append([p.grad.clone() for p in shim.module.parameters() if p.grad is not None])
+    plain, scaled, overflow = grads
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, scaled))
+    assert all(not g.any() for g in overflow) and any(g.any() for g in plain)
