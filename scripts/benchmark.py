@@ -19,6 +19,8 @@ from typing import Dict, List
 import spacy
 from spacy.tokens import DocBin
 
+from spacy_dekd.corpus import DatasetCorpus
+
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -42,7 +44,8 @@ def time_pass(nlp, texts: List[str], *, batch_size: int) -> float:
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help=".spacy file with the texts")
+    parser.add_argument("data", type=Path, help=".spacy file with the texts, or a csv/tsv/json(l)/parquet file")
+    parser.add_argument("--text-field", default="text", help="for a file other than .spacy")
     parser.add_argument("pipelines", nargs="+", help="name=path, the first is the reference")
     parser.add_argument("--n-texts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -52,8 +55,12 @@ def main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
-    docs = list(DocBin().from_disk(args.data).get_docs(spacy.blank("en").vocab))[: args.n_texts]
-    texts = [doc.text for doc in docs]
+    if args.data.suffix == ".spacy":
+        texts = [doc.text for doc in DocBin().from_disk(args.data).get_docs(spacy.blank("en").vocab)]
+    else:
+        corpus = DatasetCorpus(args.data, text_field=args.text_field, label_field=None)
+        texts = [eg.reference.text for eg in corpus(spacy.blank("en"))]
+    texts = texts[: args.n_texts]
     pipelines = {}
     results: Dict[str, Dict] = {}
     for item in args.pipelines:
