@@ -559,3 +559,28 @@ def test_init_distill_config_writes_a_config_that_distils(models, toy_data, tmp_
     over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 4, "distillation.eval_frequency": 2})
     metrics = distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=over)
     assert metrics["steps"] == 4 and metrics["teacher_forward_passes"] == 4 * 16
+
+
+def test_a_spacy_multilabel_bag_of_words_teacher_teaches_a_pretrained_student(models, toy_data, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("textcat_multilabel", name="textcat")
+    examples = list(DatasetCorpus(toy_data["train"], multilabel=True)(nlp))
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(8):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(tmp_path / "bow")
+    config = Config().from_disk(student_config(tmp_path, teacher_only=True, from_pretrained=True), interpolate=False)
+    config["components"]["textcat"]["exclusive_classes"] = False
+    for split in ("train", "dev"):
+        config["corpora"][split]["multilabel"] = True
+    cfg = tmp_path / "multilabel.cfg"
+    config.to_disk(cfg)
+    over = overrides(toy_data, models["narrow"], **{
+        "distillation.objective.alignment_weight": 0, "distillation.max_epochs": 6,
+        "distillation.optimizer.learn_rate": 0.003,
+    })
+    metrics = distill(str(tmp_path / "bow"), cfg, tmp_path / "out", overrides=over)
+    assert metrics["teacher_forward_passes"] > 0
+    student = spacy.load(tmp_path / "out" / "model-best")
+    assert not student.get_pipe("textcat").exclusive_classes
+    assert student.evaluate(list(DatasetCorpus(toy_data["dev"], multilabel=True)(student)))["cats_accuracy"] >= 0.9
