@@ -113,23 +113,6 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2), encoding="utf8")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file_:
-        for block in iter(lambda: file_.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def pipeline_sha256(path: Path) -> str:
-    """One digest of every weights file of a saved pipeline."""
-    digest = hashlib.sha256()
-    for weights in sorted(path.rglob("model.safetensors")):
-        digest.update(weights.relative_to(path).as_posix().encode())
-        digest.update(file_sha256(weights).encode())
-    return digest.hexdigest()
-
-
 class Lock:
     """`output/.lock`, holding the pid of the run that writes to the folder.
     A lock whose process is gone is taken over.
@@ -220,6 +203,22 @@ def corpus_fingerprint(texts: Iterable[str], labels: Iterable[Dict[str, float]])
         digest.update(json.dumps([text, sorted(cats.items())]).encode())
         n += 1
     return {"examples": n, "sha256": digest.hexdigest()}
+
+
+def pipe_sha256(pipe: Any) -> str:
+    """A digest of a frozen pipe's weights: what `--resume` checks it against."""
+    if hasattr(pipe, "shim"):  # a transformer_textcat
+        return module_sha256(pipe)
+    return hashlib.sha256(pipe.to_bytes()).hexdigest()
+
+
+def module_sha256(pipe: Any) -> str:
+    """A digest of a transformer_textcat's weights, as they are in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in pipe.shim.module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def config_fingerprint(config: Dict[str, Any]) -> Dict[str, Any]:

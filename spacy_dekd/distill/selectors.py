@@ -80,16 +80,15 @@ def check_ratio(ratio: float) -> None:
         raise ValueError(f"The selection ratio must be in (0, 1], got {ratio}.")
 
 
-class ScoreSelector:
-    """The rows of highest score (ties by position): `count(N)` of them,
-    k = max(1, ceil(r·N)), or the k asked for.
+class RatioSelector:
+    """Keeps `count(N)` of N rows, k = max(1, ceil(r·N)), or the k asked for;
+    subclasses say which.
     """
 
     reads_logits = True
 
-    def __init__(self, score: Callable[..., torch.Tensor], ratio: float) -> None:
+    def __init__(self, ratio: float) -> None:
         check_ratio(ratio)
-        self.score = score
         self.ratio = ratio
 
     def count(self, n: int) -> int:
@@ -99,29 +98,34 @@ class ScoreSelector:
         self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
     ) -> torch.Tensor:
         n = student_logits.shape[0]
-        k = self.count(n) if k is None else min(k, n)
+        return self.pick(student_logits, self.count(n) if k is None else min(k, n), multilabel=multilabel)
+
+    def pick(self, student_logits: torch.Tensor, k: int, *, multilabel: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ScoreSelector(RatioSelector):
+    """The rows of highest score, ties broken by position."""
+
+    def __init__(self, score: Callable[..., torch.Tensor], ratio: float) -> None:
+        super().__init__(ratio)
+        self.score = score
+
+    def pick(self, student_logits: torch.Tensor, k: int, *, multilabel: bool) -> torch.Tensor:
         return top_k(self.score(student_logits, multilabel=multilabel), k)
 
 
-class RandomSelector:
+class RandomSelector(RatioSelector):
     """Rows uniformly at random, from a generator seeded once."""
 
     reads_logits = False
 
     def __init__(self, ratio: float, seed: int) -> None:
-        check_ratio(ratio)
-        self.ratio = ratio
+        super().__init__(ratio)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def count(self, n: int) -> int:
-        return n_selected(n, self.ratio)
-
-    def __call__(
-        self, student_logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
-    ) -> torch.Tensor:
-        n = student_logits.shape[0]
-        k = self.count(n) if k is None else min(k, n)
-        rows = torch.randperm(n, generator=self.generator)[:k].sort().values
+    def pick(self, student_logits: torch.Tensor, k: int, *, multilabel: bool) -> torch.Tensor:
+        rows = torch.randperm(student_logits.shape[0], generator=self.generator)[:k].sort().values
         return rows.to(student_logits.device)
 
 

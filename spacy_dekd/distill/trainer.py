@@ -5,7 +5,6 @@ student, asks the objective which rows the frozen models must see, fetches
 their (cached) outputs, and steps the optimizer. One screen per part:
 `DistillTrainer.__call__` is the loop; the rest is bookkeeping.
 """
-import hashlib
 import json
 import logging
 import math
@@ -40,6 +39,8 @@ from .checkpoint import (
     commit,
     differences,
     make_readable,
+    module_sha256,
+    pipe_sha256,
     recover,
     rng_state,
     set_rng_state,
@@ -273,8 +274,8 @@ class DistillTrainer:
         self.fingerprint = {
             "corpus": corpus_fingerprint((eg.text for eg in examples), (eg.reference.cats for eg in examples)),
             "labelled_examples": n_labelled,
-            "teacher": _pipe_sha256(self.teacher_pipe),
-            "assistant": _pipe_sha256(self.assistant_pipe) if self.assistant_pipe is not None else None,
+            "teacher": pipe_sha256(self.teacher_pipe),
+            "assistant": pipe_sha256(self.assistant_pipe) if self.assistant_pipe is not None else None,
             "config": config_fingerprint(self.nlp.config.interpolate()),
         }
         optimizer, scheduler = T["optimizer"].build(params, total_steps)
@@ -720,7 +721,7 @@ class DistillTrainer:
         run.teacher.cache.to_disk(path / "teacher_cache.safetensors")
         if run.assistant is not None:
             run.assistant.cache.to_disk(path / "assistant_cache.safetensors")
-        data = {**state.__dict__, "fingerprint": self.fingerprint, "model_sha256": _module_sha256(self.student_pipe)}
+        data = {**state.__dict__, "fingerprint": self.fingerprint, "model_sha256": module_sha256(self.student_pipe)}
         if run.rounds is not None:
             save_file({"answered": run.rounds.answered}, str(path / "rounds.safetensors"))
             data["query_rounds"] = run.rounds.history
@@ -755,7 +756,7 @@ class DistillTrainer:
             self.student_pipe.shim.from_disk(last / self.student_pipe.name / "model")
         except ValueError as err:
             raise DistillationError(f"Cannot resume: {err}") from err
-        if _module_sha256(self.student_pipe) != data.pop("model_sha256"):
+        if module_sha256(self.student_pipe) != data.pop("model_sha256"):
             raise DistillationError(
                 f"Cannot resume the run in '{self.output_path}': {DIR_MODEL_LAST}/ and {DIR_CHECKPOINT}/ "
                 "come from different steps; start a new --output."
@@ -833,22 +834,6 @@ def _get_pipe(nlp: Language, name: str, role: str) -> Any:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _pipe_sha256(pipe: Any) -> str:
-    """A digest of a frozen pipe's weights: what `--resume` checks it against."""
-    if isinstance(pipe, TransformerTextCategorizer):
-        return _module_sha256(pipe)
-    return hashlib.sha256(pipe.to_bytes()).hexdigest()
-
-
-def _module_sha256(pipe: Any) -> str:
-    """A digest of a transformer_textcat's weights, as they are in memory."""
-    digest = hashlib.sha256()
-    for name, tensor in pipe.shim.module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _rng_to_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
