@@ -59,6 +59,10 @@ def test_distillation_block_resolves(name):
         ("wo_ds", True, True, True),
         ("wo_ta", False, True, False),
         ("wo_doa", True, False, False),
+        ("dekd_minilm", False, True, False),
+        ("dekd_minilm_ta", True, True, False),
+        ("kd_minilm", False, False, True),
+        ("select_random_minilm", False, True, False),
     ],
 )
 def test_design_table(name, uses_assistant, aligns, ratio_one):
@@ -78,3 +82,12 @@ def test_paper_config_keeps_the_literal_readings():
     assert [config["objective"][k] for k in ("ce_weight", "ta_weight", "alignment_weight")] == [0.5, 0.3, 0.2]
     assert config["temperature"] == 5.0 and config["objective"]["selector"]["ratio"] == 0.5
     assert config["optimizer"]["learn_rate"] == 2e-5
+
+
+@pytest.mark.parametrize("name", ["dekd_minilm", "dekd_minilm_ta", "kd_minilm", "select_random_minilm"])
+def test_minilm_configs_read_unlabelled_text_under_a_budget(name):
+    config = util.load_config(ROOT / "configs" / f"{name}.cfg", interpolate=True)
+    assert config["distillation"]["unlabeled_corpus"] == "corpora.unlabeled"
+    assert config["corpora"]["unlabeled"]["@readers"] == "spacy.PlainTextCorpus.v1"
+    assert config["distillation"]["teacher_budget"] == 0.5
+    assert config["distillation"]["student_init"]["@misc"] == "spacy-dekd.StudentFromPretrained.v1"
