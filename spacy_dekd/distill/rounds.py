@@ -36,14 +36,6 @@ from .objective import DeKDObjective
 UNANSWERED, TEACHER, ASSISTANT = 0, 1, 2
 
 
-def check_budget(budget: Optional[float]) -> None:
-    if budget is not None and not 0.0 < budget <= 1.0:
-        raise ValueError(
-            f"[distillation] teacher_budget must be in (0, 1] (a fraction of all "
-            f"examples), or null for no cap; got {budget}."
-        )
-
-
 def labelled_need(objective: DeKDObjective, batch_sizes: List[int], n_epochs: int, n_labelled: int) -> int:
     """The most distinct labelled examples Algorithm 1 can ask the teacher
     about: the rows of each labelled batch it queries, every epoch, and never

@@ -29,25 +29,25 @@ from wasabi import color
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
-from .objective import DeKDObjective
 from .checkpoint import (
     Lock,
     OutputError,
+    commit,
     config_fingerprint,
     corpus_fingerprint,
-    remove,
-    commit,
     differences,
     make_readable,
     module_sha256,
     pipe_sha256,
     recover,
+    remove,
     rng_state,
     set_rng_state,
     staged,
     write_json,
 )
-from .rounds import QueryRounds, check_budget, labelled_need
+from .objective import DeKDObjective
+from .rounds import QueryRounds, labelled_need
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
 from .types import LossTerms, TeacherOutput
 
@@ -235,11 +235,7 @@ class DistillTrainer:
             raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
         self._check_labels(examples, T["corpus"])
         unlabelled = self._read_unlabelled(T.get("unlabeled_corpus"))
-        budget = T.get("teacher_budget")
-        try:
-            check_budget(budget)
-        except ValueError as err:
-            raise DistillationError(str(err)) from err
+        budget = T.get("teacher_budget")  # in (0, 1] or None: the schema checked it
         self.initialize()
         n_labelled = len(examples)
         examples = examples + unlabelled
