@@ -169,6 +169,8 @@ class DistillTrainer:
                 "This objective routes uncertain examples to a teacher assistant: "
                 "pass --assistant PATH, or use spacy-dekd.TeacherOnlyRouter.v1."
             )
+        if self.assistant_pipe is not None and not self.objective.uses_assistant:
+            self._say("info", "The objective's router sends nothing to the assistant: it is not used in this run.")
 
     def initialize(self) -> None:
         """Student weights and labels from `student_init`, checks that the
