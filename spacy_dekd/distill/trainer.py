@@ -321,7 +321,8 @@ class DistillTrainer:
         """
         scores = nlp.evaluate(dev)
         auc, accuracy = scores.get("cats_macro_auc"), scores.get("cats_accuracy", scores.get("cats_score"))
-        self._say("info", f"The {role} on dev: accuracy {accuracy}, macro AUC {auc}")
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in (("accuracy", accuracy), ("macro AUC", auc)) if value is not None)
+        self._say("info", f"The {role} on dev: {shown}")
         if auc is not None and auc <= CHANCE_AUC:
             raise DistillationError(
                 f"The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy {accuracy:.2f}): it "
