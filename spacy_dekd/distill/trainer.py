@@ -333,6 +333,12 @@ class DistillTrainer:
         return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
+        section, _, name = dot_name.partition(".")
+        if name not in self.nlp.config.get(section, {}):
+            raise DistillationError(
+                f"The config has no [{dot_name}] for the corpus it names '{dot_name}': add the section, "
+                "or point the setting at a corpus the config defines."
+            )
         try:
             corpus = resolve_dot_names(self.nlp.config.interpolate(), [dot_name])[0]
             return list(corpus(self.nlp))
@@ -445,7 +451,7 @@ class DistillTrainer:
         lock = self._open_output()
         try:
             state = self._load_checkpoint(run) if resume else DistillState()
-            self._print_header(len(run.examples), run.total_steps)
+            self._print_header(run)
             state = self._train(run, state, evaluate)
             metrics = self._metrics(state, run)
             if self.output_path is not None:
@@ -611,8 +617,11 @@ class DistillTrainer:
         icon, fg = {"info": ("ℹ", "blue"), "warn": ("⚠", "yellow")}[kind]
         self.stdout.write(color(f"{icon} {text}", fg=fg) + "\n")
 
-    def _print_header(self, n_examples: int, total_steps: int) -> None:
-        self._say("info", f"Distilling into '{self.student_pipe.name}': {n_examples} examples, {total_steps} steps")
+    def _print_header(self, run: Run) -> None:
+        n_unlabelled = len(run.examples) - run.n_labelled
+        examples = f"{run.n_labelled} labelled examples" + (f" and {n_unlabelled} unlabelled texts" if n_unlabelled else "")
+        budget = "" if run.teacher_budget is None else f", the teacher answering at most {run.teacher_budget} of them"
+        self._say("info", f"Distilling into '{self.student_pipe.name}': {examples}, {run.total_steps} steps{budget}")
         shim = self.student_pipe.shim
         self._say("info", f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}")
 

@@ -43,6 +43,9 @@ CASES = {
     "max_epochs 0": (setting(**{"distillation.max_epochs": 0}), "no step to take"),
     "batcher size 0": (setting(**{"distillation.batcher.size": 0}), "no step to take"),
     "misspelt key": (setting(**{"distillation.max_epoch": 2}), "did you mean 'max_epochs'"),
+    "unlabelled corpus not in the config": (
+        setting(**{"distillation.unlabeled_corpus": "corpora.unlabeled"}), "The config has no [corpora.unlabeled]"
+    ),
     "missing dev file": (lambda tmp_path, toy_data, models: {"paths.dev": str(tmp_path / "nope.jsonl")}, "Cannot read the dev corpus 'corpora.dev'"),
     "student deeper than the teacher": (
         setting(**{"distillation.student_init.layers": "uniform", "distillation.student_init.n_layers": 4,
