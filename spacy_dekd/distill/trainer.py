@@ -333,8 +333,10 @@ class DistillTrainer:
         return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
-        section, _, name = dot_name.partition(".")
-        if name not in self.nlp.config.get(section, {}):
+        node: Any = self.nlp.config
+        for part in dot_name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
             raise DistillationError(
                 f"The config has no [{dot_name}] for the corpus it names '{dot_name}': add the section, "
                 "or point the setting at a corpus the config defines."
