@@ -8,6 +8,7 @@
 #            spacy_dekd (python -m pip wheel --no-deps -w .whl .)
 #   assets/  all-mpnet-base-v2/, all-MiniLM-L6-v2/ and movies/ from scripts/fetch_assets.py
 # Run from the repository root:  bash scripts/gpu_check.sh
+# On two GPUs or more it also times torchrun with 1 and 2 processes.
 set -euo pipefail
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -30,3 +31,11 @@ bench = json.load(open("metrics/benchmark.json"))["results"]
 for name, r in bench.items():
     print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
 PY
+# Data-parallel distillation (torchrun, nccl) where the machine has two GPUs or more.
+n_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+if [ "$n_gpus" -ge 2 ]; then
+  python3 scripts/bench_parallel.py training/teacher/model-best configs/dekd_minilm.cfg \
+    --nproc 1 2 --steps 20 --repeats 2 --gpu-id 0
+else
+  echo "one GPU: the data-parallel check needs two"
+fi

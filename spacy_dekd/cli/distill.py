@@ -3,6 +3,10 @@
     python -m spacy distill TEACHER STUDENT_CONFIG --output DIR
         [--assistant PATH] [--gpu-id N] [--code PATH] [--resume]
         [--distillation.max_epochs 3 ...]
+
+Data-parallel over N devices (or N CPU processes), the same arguments:
+
+    torchrun --nproc_per_node N -m spacy distill TEACHER STUDENT_CONFIG ...
 """
 import logging
 import os
@@ -25,6 +29,7 @@ from thinc.api import fix_random_seed, set_gpu_allocator
 from wasabi import color, msg
 
 from ..distill.checkpoint import OutputError, check_writable
+from ..distill.parallel import LaunchError, World, init_world
 from ..distill.trainer import DistillationError, resolve_distillation
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
@@ -47,7 +52,7 @@ def distill_cli(
     assistant_model: Optional[str] = Opt(None, "--assistant", "-a", help="Teacher-assistant pipeline"),
     code_path: Optional[Path] = Opt(None, "--code", "-c", help="Path to Python file with additional code (registered functions) to be imported"),
     verbose: bool = Opt(False, "--verbose", "-V", "-VV", help="Display more information for debugging purposes"),
-    use_gpu: int = Opt(-1, "--gpu-id", "-g", help="GPU ID or -1 for CPU"),
+    use_gpu: int = Opt(-1, "--gpu-id", "-g", help="GPU ID or -1 for CPU; under torchrun any ID >= 0 means each process's LOCAL_RANK"),
     resume: bool = Opt(False, "--resume", help="Continue from the last checkpoint in the output directory"),
     # fmt: on
 ) -> None:
@@ -57,8 +62,10 @@ def distill_cli(
         logging.getLogger("spacy_dekd").setLevel(logging.DEBUG)
     overrides = parse_config_overrides(ctx.args)
     import_code(code_path)
-    setup_gpu(use_gpu)
+    world = World()
     try:
+        world, use_gpu = init_world(use_gpu)
+        setup_gpu(use_gpu, silent=not world.is_main)
         distill(
             teacher_model,
             student_config_path,
@@ -67,14 +74,17 @@ def distill_cli(
             overrides=overrides,
             resume=resume,
             use_gpu=use_gpu,
+            world=world,
         )
-    except DistillationError as err:
+    except (DistillationError, LaunchError) as err:
         if verbose:
             raise
-        fail(str(err))
+        fail(str(err) if not world.distributed else f"[rank {world.rank}] {err}")
     except KeyboardInterrupt:
         where = f": --resume continues from the last evaluation saved in {output_path}" if output_path else ""
         fail(f"Interrupted{where}.", code=130)
+    finally:
+        world.close()
 
 
 def distill(
@@ -86,8 +96,10 @@ def distill(
     overrides: Dict[str, Any] = util.SimpleFrozenDict(),
     resume: bool = False,
     use_gpu: int = -1,
+    world: World = World(),
 ) -> Dict[str, Any]:
     """Load the models, build the student from its config, run the trainer.
+    world (World): The processes of a torchrun launch (`init_world`), or one.
     RETURNS (Dict[str, Any]): The run's metrics.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -108,14 +120,14 @@ def distill(
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
         T = resolve_distillation(nlp)
-    if output_path is not None:
+    if output_path is not None and world.is_main:
         msg.info(f"Saving to output directory: {output_path}")
     if T["seed"] is not None:
         fix_random_seed(T["seed"])
     trainer_cls = T["trainer"]
-    trainer = trainer_cls(nlp, teacher, assistant, T, output_path=output_path, stdout=sys.stdout)
+    trainer = trainer_cls(nlp, teacher, assistant, T, output_path=output_path, stdout=sys.stdout, world=world)
     _, metrics = trainer(resume=resume)
-    if output_path is not None:
+    if output_path is not None and world.is_main:
         msg.good(f"Saved the student to {output_path / 'model-best'} and {output_path / 'model-last'}")
     return metrics
 

@@ -26,6 +26,7 @@ from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
 from wasabi import color
 
+from ..models.pytorch import ClassifierOutput
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from ..registry import registry
 from .cache import OutputCache
@@ -47,6 +48,7 @@ from .checkpoint import (
     write_json,
 )
 from .objective import DeKDObjective
+from .parallel import World
 from .rounds import QueryRounds, labelled_need
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
 from .types import LossTerms, TeacherOutput
@@ -113,7 +115,7 @@ def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput
     """
     if isinstance(pipe, TransformerTextCategorizer):
         out = pipe.forward(docs, is_train=False, output_hidden_states=hidden)
-        return TeacherOutput(logits=out.logits, hidden_states=out.hidden_states)
+        return TeacherOutput(logits=out.logits.float(), hidden_states=out.hidden_states)
     if hidden:
         raise DistillationError(
             f"Layer alignment needs hidden states, but the teacher component "
@@ -126,6 +128,17 @@ def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput
     return TeacherOutput(logits=probs.log())
 
 
+def empty_output(pipe: Any, *, hidden: bool) -> ClassifierOutput:
+    """What a pipe answers for no docs: a rank whose share of a small batch
+    is empty still joins the gather with tensors of the right shape.
+    """
+    module = getattr(getattr(pipe, "shim", None), "module", None)
+    device = module.head.weight.device if module is not None else torch.device("cpu")
+    logits = torch.zeros((0, len(pipe.labels)), device=device)
+    states = [torch.zeros((0, module.width), device=device) for _ in range(module.n_layers)] if hidden and module is not None else None
+    return ClassifierOutput(logits=logits, hidden_states=states)
+
+
 class DistillTrainer:
     """Algorithm 1 over spaCy pipelines.
 
@@ -134,6 +147,8 @@ class DistillTrainer:
     teacher (Language): The trained teacher pipeline.
     assistant (Optional[Language]): The trained assistant, if the router uses one.
     T (Dict[str, Any]): The resolved `[distillation]` block.
+    world (World): The processes of a data-parallel run (parallel.py); one
+        process by default.
     """
 
     def __init__(
@@ -145,7 +160,9 @@ class DistillTrainer:
         *,
         output_path: Optional[Path] = None,
         stdout: IO = sys.stdout,
+        world: World = World(),
     ) -> None:
+        self.world = world
         self.nlp = student
         self.teacher_nlp = teacher
         self.assistant_nlp = assistant
@@ -247,6 +264,10 @@ class DistillTrainer:
         if self.assistant_pipe is not None and self.objective.uses_assistant:
             assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=False))
         params = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
+        # Every rank starts from rank 0's weights, and draws its own dropout masks.
+        self.world.broadcast_parameters(params)
+        if self.world.rank > 0:
+            torch.manual_seed(T["seed"] + self.world.rank)
         labelled_sizes = [len(batch) for batch in self._labelled_batches(examples[:n_labelled], 0)]
         self.n_batches = len(labelled_sizes)
         teacher_budget = None if budget is None else math.ceil(budget * len(examples))
@@ -385,7 +406,7 @@ class DistillTrainer:
         with_hidden = self.objective.needs_hidden_states
         batch = [run.examples[j] for j in batch_ids]
         ids = torch.tensor(batch_ids)
-        out = self.student_pipe.forward(docs_with_pairs(batch), is_train=True, output_hidden_states=with_hidden)
+        out = self._forward(batch, is_train=True, hidden=with_hidden)
         if batch_ids[0] < run.n_labelled:
             plan = self.objective.plan(out.logits, teacher_known=run.teacher.cache.filled[ids])
         else:
@@ -400,6 +421,7 @@ class DistillTrainer:
         self._check_finite(terms, step)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(terms.total).backward()
+        self.world.average_gradients(run.params)
         grad_clip = self.T["optimizer"].grad_clip
         if grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
@@ -442,28 +464,45 @@ class DistillTrainer:
     def _predict(self, examples: List[Example], batch_size: int = 1024) -> torch.Tensor:
         """The student's logits for many examples, without gradients."""
         logits = []
-        for start in range(0, len(examples), batch_size):
-            docs = docs_with_pairs(examples[start : start + batch_size])
-            logits.append(self.student_pipe.forward(docs, is_train=False).logits)
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size * self.world.size):
+                chunk = examples[start : start + batch_size * self.world.size]
+                logits.append(self._forward(chunk, is_train=False, hidden=False).logits)
         return torch.cat(logits)
+
+    def _forward(self, examples: List[Example], *, is_train: bool, hidden: bool) -> ClassifierOutput:
+        """The student's outputs for the examples. In a data-parallel run
+        each rank runs its share and the shares are gathered (parallel.py).
+        """
+        share = examples[self.world.shard(len(examples))]
+        if not share:
+            out = empty_output(self.student_pipe, hidden=hidden)
+        else:
+            out = self.student_pipe.forward(docs_with_pairs(share), is_train=is_train, output_hidden_states=hidden)
+        return ClassifierOutput(self.world.gather(out.logits), self.world.gather_list(out.hidden_states))
 
     def __call__(self, *, resume: bool = False) -> Tuple[Language, Dict[str, Any]]:
         run = self.prepare()
-        evaluate = self._evaluation_callback()
-        lock = self._open_output()
+        # Rank 0 alone evaluates and writes; the others wait until the
+        # output folder holds one whole set before they read a checkpoint.
+        main = self.world.is_main
+        evaluate = self._evaluation_callback() if main else None
+        lock = self._open_output() if main else None
+        self.world.barrier()
         try:
             state = self._load_checkpoint(run) if resume else DistillState()
             self._print_header(run)
             state = self._train(run, state, evaluate)
             metrics = self._metrics(state, run)
-            if self.output_path is not None:
+            if self.output_path is not None and main:
                 self._commit({"metrics.json": lambda path: write_json(path, metrics)}, state.step)
+            self.world.barrier()
         finally:
             if lock is not None:
                 lock.release()
         return self.nlp, metrics
 
-    def _train(self, run: "Run", state: DistillState, evaluate: Callable[[], Tuple[float, Dict[str, Any]]]) -> DistillState:
+    def _train(self, run: "Run", state: DistillState, evaluate: Optional[Callable[[], Tuple[float, Dict[str, Any]]]]) -> DistillState:
         """The loop: epochs, a query round where one is due, steps, and an
         evaluation (reported to `[training.logger]`, and saved) every
         `eval_frequency` steps.
@@ -489,6 +528,7 @@ class DistillTrainer:
                         record["teacher_layers"] = terms.teacher_layers
                     record["teacher_queries"] = run.teacher.cache.n_forward
                     record["assistant_queries"] = run.assistant.cache.n_forward if run.assistant else 0
+                    record["seconds"] = round(time.perf_counter() - started, 4)  # since the run began
                     state.history.append(record)
                     logger.debug("step %d: %s", state.step, record)
                     if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
@@ -509,19 +549,26 @@ class DistillTrainer:
         state.elapsed = time.perf_counter() - started
         return state
 
-    def _evaluate_and_save(self, run: "Run", state: DistillState, evaluate: Callable, started: float) -> Dict[str, Any]:
+    def _evaluate_and_save(self, run: "Run", state: DistillState, evaluate: Optional[Callable], started: float) -> Optional[Dict[str, Any]]:
         """Score the student on dev, save the set, and return the `info` dict
-        spaCy's training loop gives its logger, with DeKD's queries.
+        spaCy's training loop gives its logger, with DeKD's queries. In a
+        data-parallel run rank 0 does this with every rank's random state,
+        while the others wait.
         """
+        main = self.world.is_main
+        rng = self.world.gather_objects(_rng_to_tensors(rng_state({"objective": self.objective.rng_state()})))
         record = state.history[-1]
-        score, scores = evaluate()
+        score, scores = self.world.broadcast_object(evaluate() if evaluate is not None else None)
         record.update(score=score, scores=scores)
         # Ties go to the later step, as in spaCy's training loop.
         is_best = score >= state.best_score
         state.best_score = max(score, state.best_score)
         state.elapsed = time.perf_counter() - started
-        if self.output_path is not None:
-            self._save(run, state, is_best)
+        if self.output_path is not None and main:
+            self._save(run, state, is_best, rng)
+        self.world.barrier()
+        if not main:
+            return None
         evals = [r for r in state.history if "score" in r]
         since = [r for r in state.history if len(evals) < 2 or r["step"] > evals[-2]["step"]]
         return {
@@ -542,8 +589,10 @@ class DistillTrainer:
         """`[training.logger]` of the student's config, set up as `spacy train`
         does (spaCy's console logger by default, or any of spacy-loggers').
         It reads how long the run is from `[training]`: this run's steps and
-        evaluation frequency stand in there.
+        evaluation frequency stand in there. Rank 0 alone logs.
         """
+        if not self.world.is_main:
+            return (lambda info: None), (lambda: None)
         config = self.nlp.config.copy()
         config["training"]["max_steps"] = run.total_steps
         config["training"]["eval_frequency"] = self.T["eval_frequency"]
@@ -591,8 +640,13 @@ class DistillTrainer:
             return TeacherOutput(logits=like.detach().new_zeros((0, like.shape[1])))
 
         def forward(corpus_ids: torch.Tensor) -> TeacherOutput:
-            docs = docs_with_pairs([examples[i] for i in corpus_ids.tolist()])
-            return teacher_forward(frozen.pipe, docs, hidden=hidden)
+            # Each rank answers its share of the missing rows; every cache gets all.
+            share = corpus_ids[self.world.shard(corpus_ids.numel())]
+            if share.numel() == 0:
+                out: Any = empty_output(frozen.pipe, hidden=hidden)
+            else:
+                out = teacher_forward(frozen.pipe, docs_with_pairs([examples[i] for i in share.tolist()]), hidden=hidden)
+            return TeacherOutput(self.world.gather(out.logits), self.world.gather_list(out.hidden_states))
 
         return frozen.cache.get(ids[rows.cpu()], forward)
 
@@ -615,7 +669,11 @@ class DistillTrainer:
             )
 
     def _say(self, kind: str, text: str) -> None:
-        """One message, on one line however long (wasabi wraps at 80)."""
+        """One message, on one line however long (wasabi wraps at 80), from
+        rank 0 alone.
+        """
+        if not self.world.is_main:
+            return
         icon, fg = {"info": ("ℹ", "blue"), "warn": ("⚠", "yellow")}[kind]
         self.stdout.write(color(f"{icon} {text}", fg=fg) + "\n")
 
@@ -624,6 +682,9 @@ class DistillTrainer:
         examples = f"{run.n_labelled} labelled examples" + (f" and {n_unlabelled} unlabelled texts" if n_unlabelled else "")
         budget = "" if run.teacher_budget is None else f", the teacher answering at most {run.teacher_budget} of them"
         self._say("info", f"Distilling into '{self.student_pipe.name}': {examples}, {run.total_steps} steps{budget}")
+        if self.world.distributed:
+            per_rank = "each batch split across them, rank 0 evaluating and saving"
+            self._say("info", f"Data-parallel over {self.world.size} processes ({torch.distributed.get_backend()}), {per_rank}")
         shim = self.student_pipe.shim
         self._say("info", f"Student: {shim.module.n_layers} layers, width {shim.module.width}, from {self.student_source}")
 
@@ -638,6 +699,7 @@ class DistillTrainer:
         evals = [r for r in state.history if "score" in r]
         return {
             "steps": state.step,
+            "world_size": self.world.size,
             "epochs": round(epochs_seen, 3),
             "examples": n_examples,
             "labeled_examples": run.n_labelled,
@@ -679,7 +741,7 @@ class DistillTrainer:
             raise _write_error(self.output_path, None, err) from err
         return lock
 
-    def _save(self, run: Run, state: DistillState, is_best: bool) -> None:
+    def _save(self, run: Run, state: DistillState, is_best: bool, rng: List[Dict[str, Any]]) -> None:
         """Write the evaluation's set: model-last, model-best if this is the
         best step, the checkpoint that --resume reads, and metrics.json.
         """
@@ -689,7 +751,7 @@ class DistillTrainer:
         update_meta(self.T, self.nlp, {"other_scores": record["scores"], "losses": {self.student_pipe.name: record["loss"]}})
         parts: Dict[str, Callable[[Path], Any]] = {
             DIR_MODEL_LAST: self.nlp.to_disk,
-            DIR_CHECKPOINT: lambda path: self._write_checkpoint(run, state, path),
+            DIR_CHECKPOINT: lambda path: self._write_checkpoint(run, state, path, rng),
             "metrics.json": lambda path: write_json(path, self._metrics(state, run)),
         }
         if is_best:
@@ -716,7 +778,8 @@ class DistillTrainer:
                 remove(staged(self.output_path / name))
             raise _write_error(self.output_path, step, err) from err
 
-    def _write_checkpoint(self, run: Run, state: DistillState, path: Path) -> None:
+    def _write_checkpoint(self, run: Run, state: DistillState, path: Path, rng: List[Dict[str, Any]]) -> None:
+        """rng (List[Dict[str, Any]]): Every rank's random states, in rank order."""
         from safetensors.torch import save_file
 
         path.mkdir(parents=True)
@@ -724,7 +787,7 @@ class DistillTrainer:
             {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict()},
             path / "optimizer.pt",
         )
-        torch.save(_rng_to_tensors(rng_state({"objective": self.objective.rng_state()})), path / "rng.pt")
+        torch.save({"ranks": rng}, path / "rng.pt")
         projections = self.objective.projections()
         if projections is not None:
             save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(path / "projections.safetensors"))
@@ -794,9 +857,18 @@ class DistillTrainer:
 
             run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
             run.rounds.history = history
-        rng = _rng_from_tensors(torch.load(ckpt / "rng.pt", weights_only=True))
+        ranks = torch.load(ckpt / "rng.pt", weights_only=True)["ranks"]
+        same_world = len(ranks) == self.world.size
+        rng = _rng_from_tensors(ranks[self.world.rank if same_world else 0])
         set_rng_state(rng)
         self.objective.set_rng_state(rng["objective"])
+        if not same_world:
+            if self.world.rank > 0:
+                torch.manual_seed(self.T["seed"] + self.world.rank)
+            self._say("info", (
+                f"The run was saved by {len(ranks)} process(es) and resumes with {self.world.size}: "
+                "the optimisation is the same, dropout draws differ from the uninterrupted run."
+            ))
         state = DistillState(**data)
         self._say("info", f"Resuming at step {state.step} (epoch {state.epoch})")
         return state

@@ -398,8 +398,8 @@ def test_a_resumed_run_ends_bit_identical_to_the_uninterrupted_one(models, toy_d
 
     original_save = trainer_module.DistillTrainer._save
 
-    def save_then_die(self, run, state, is_best):
-        original_save(self, run, state, is_best)
+    def save_then_die(self, run, state, *args):
+        original_save(self, run, state, *args)
         if state.step == 8:
             raise KeyboardInterrupt  # killed right after the second evaluation
 
