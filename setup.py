@@ -6,6 +6,8 @@ from setuptools import find_packages, setup
 about: dict = {}
 exec((Path(__file__).parent / "spacy_dekd" / "about.py").read_text(), about)
 
+ONNX_REQUIRES = ["onnx>=1.15", "onnxscript>=0.3", "onnxruntime>=1.17"]
+
 setup(
     name="spacy-dekd",
     version=about["__version__"],
@@ -31,13 +33,19 @@ setup(
         "catalogue>=2.0.10,<2.1",
         "confection>=0.1.4,<1.4",
     ],
-    extras_require={"test": ["pytest>=7"], "report": ["matplotlib>=3.5", "scipy>=1.9"]},
+    extras_require={
+        # textcat-export --format onnx, textcat-quantize, and running a quantized pipeline
+        "onnx": ONNX_REQUIRES,
+        "test": ["pytest>=7", *ONNX_REQUIRES],
+        "report": ["matplotlib>=3.5", "scipy>=1.9"],
+    },
     entry_points={
         "spacy_factories": [
             "transformer_textcat = spacy_dekd.pipeline.textcat:make_transformer_textcat",
         ],
         "spacy_architectures": [
             "spacy-dekd.TransformerClassifier.v1 = spacy_dekd.models.classifier:build_transformer_classifier_v1",
+            "spacy-dekd.OnnxTransformerClassifier.v1 = spacy_dekd.models.onnx_model:build_onnx_transformer_classifier_v1",
         ],
         "spacy_readers": [
             "spacy-dekd.DatasetCorpus.v1 = spacy_dekd.corpus:create_dataset_corpus_v1",
@@ -49,6 +57,8 @@ setup(
         "spacy_cli": [
             "distill = spacy_dekd.cli.distill:distill_cli",
             "init_distill_config = spacy_dekd.cli.init_config:init_distill_config_cli",
+            "textcat_export = spacy_dekd.cli.export:textcat_export_cli",
+            "textcat_quantize = spacy_dekd.cli.export:textcat_quantize_cli",
         ],
     },
     classifiers=[

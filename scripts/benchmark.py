@@ -26,13 +26,17 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def n_parameters(nlp) -> int:
-    total = 0
-    for _, pipe in nlp.pipeline:
-        module = getattr(getattr(pipe, "shim", None), "module", None)
-        if module is not None:
-            total += sum(p.numel() for p in module.parameters())
-    return total
+def describe(nlp) -> Dict[str, int]:
+    """Layers, width and parameters of the pipeline's transformer_textcat:
+    from its torch module, or, for a quantized pipeline, from what the
+    export recorded.
+    """
+    pipe = next(pipe for _, pipe in nlp.pipeline if hasattr(pipe, "shim"))
+    module = pipe.shim.module
+    if module is None:
+        info = pipe.shim.info
+        return {"layers": info["n_layers"], "width": info["width"], "parameters": info["n_parameters"]}
+    return {"layers": module.n_layers, "width": module.width, "parameters": sum(p.numel() for p in module.parameters())}
 
 
 def time_pass(nlp, texts: List[str], *, batch_size: int) -> float:
@@ -66,15 +70,8 @@ def main(argv: List[str]) -> int:
     for item in args.pipelines:
         name, _, path = item.partition("=")
         nlp = spacy.load(path)
-        module = next(pipe.shim.module for _, pipe in nlp.pipeline if hasattr(pipe, "shim"))
         pipelines[name] = nlp
-        results[name] = {
-            "path": path,
-            "layers": module.n_layers,
-            "width": module.width,
-            "parameters": n_parameters(nlp),
-            "size_mb": dir_size(Path(path)) / 1e6,
-        }
+        results[name] = {"path": path, **describe(nlp), "size_mb": dir_size(Path(path)) / 1e6}
         list(nlp.pipe(texts[: args.batch_size * 2], batch_size=args.batch_size))  # warm-up
     n_words = sum(len(doc) for doc in spacy.blank("en").tokenizer.pipe(texts))
     # Round robin: every repeat times each pipeline once, so all of them see

@@ -146,7 +146,7 @@ def length_buckets(lengths: Sequence[int], max_tokens: int) -> List[List[int]]:
     return buckets
 
 
-def _restore_order(pieces: List[ClassifierOutput], buckets: List[List[int]]) -> ClassifierOutput:
+def restore_order(pieces: List[ClassifierOutput], buckets: List[List[int]]) -> ClassifierOutput:
     """One output from the outputs of `length_buckets` groups, rows in their
     original order."""
     if len(pieces) == 1 and buckets[0] == sorted(buckets[0]):
@@ -164,14 +164,62 @@ def _restore_order(pieces: List[ClassifierOutput], buckets: List[List[int]]) -> 
     return ClassifierOutput(logits=logits, hidden_states=hidden)
 
 
-def get_shim(model: TransformerClassifierT) -> "TransformerClassifierShim":
+def get_shim(model: Model) -> "ClassifierShim":
     shim = model.shims[0]
-    if not isinstance(shim, TransformerClassifierShim):
-        raise TypeError(f"Expected a TransformerClassifierShim, got {type(shim).__name__}.")
+    if not isinstance(shim, ClassifierShim):
+        raise TypeError(f"Expected a transformer classifier shim, got {type(shim).__name__}.")
     return shim
 
 
-class TransformerClassifierShim(PyTorchShim):
+class ClassifierShim:
+    """What the torch classifier and its ONNX export share: word pieces from
+    docs, and serialization as msgpack of the files `to_disk` writes.
+    """
+
+    tokenizer: Any
+    max_length: int
+
+    def encode(self, docs: Sequence[Doc]) -> Dict[str, List[List[int]]]:
+        """Word pieces of the docs (and of their `doc._.text_pair`), truncated
+        at `max_length`, unpadded: one list of ids per doc.
+        """
+        install_extensions()
+        texts = [doc.text for doc in docs]
+        pairs = [doc._.text_pair for doc in docs]
+        if any(pair is not None for pair in pairs):
+            if not all(pair is not None for pair in pairs):
+                raise ValueError(
+                    "A batch mixes docs with and without `doc._.text_pair`: set it "
+                    "on every doc of a sentence-pair task."
+                )
+            encoded = self.tokenizer(
+                texts, pairs, truncation="longest_first", max_length=self.max_length
+            )
+        else:
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return {k: v for k, v in encoded.items() if k in _MODEL_INPUTS}
+
+    def to_disk(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def from_disk(self, path: Path) -> "ClassifierShim":
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(Path(tmp))
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes) -> "ClassifierShim":
+        files = srsly.msgpack_loads(bytes_data)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            return self.from_disk(Path(tmp))
+
+
+class TransformerClassifierShim(ClassifierShim, PyTorchShim):
     """Holds the `TransformerClassifier`, its tokenizer and settings, and
     saves them as files: `config.json` and the tokenizer's files (Hugging
     Face format), `model.safetensors` (encoder and head) and
@@ -244,26 +292,6 @@ class TransformerClassifierShim(PyTorchShim):
         )
         self.set_module(module, tokenizer)
 
-    def encode(self, docs: Sequence[Doc]) -> Dict[str, List[List[int]]]:
-        """Word pieces of the docs (and of their `doc._.text_pair`), truncated
-        at `max_length`, unpadded: one list of ids per doc.
-        """
-        install_extensions()
-        texts = [doc.text for doc in docs]
-        pairs = [doc._.text_pair for doc in docs]
-        if any(pair is not None for pair in pairs):
-            if not all(pair is not None for pair in pairs):
-                raise ValueError(
-                    "A batch mixes docs with and without `doc._.text_pair`: set it "
-                    "on every doc of a sentence-pair task."
-                )
-            encoded = self.tokenizer(
-                texts, pairs, truncation="longest_first", max_length=self.max_length
-            )
-        else:
-            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        return {k: v for k, v in encoded.items() if k in _MODEL_INPUTS}
-
     def pad(
         self, encoded: Dict[str, List[List[int]]], rows: Optional[Sequence[int]] = None
     ) -> Dict[str, torch.Tensor]:
@@ -310,7 +338,7 @@ class TransformerClassifierShim(PyTorchShim):
                 module(**self.pad(encoded, rows), output_hidden_states=output_hidden_states)
                 for rows in buckets
             ]
-            output = _restore_order(pieces, buckets)
+            output = restore_order(pieces, buckets)
         output.logits = output.logits.float()
         return output
 
@@ -401,20 +429,6 @@ class TransformerClassifierShim(PyTorchShim):
         self.max_length = settings["max_length"]
         self.set_module(module, tokenizer)
         return self
-
-    def to_bytes(self) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(Path(tmp))
-            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
-        return srsly.msgpack_dumps(files)
-
-    def from_bytes(self, bytes_data: bytes) -> "TransformerClassifierShim":
-        files = srsly.msgpack_loads(bytes_data)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in files.items():
-                (Path(tmp) / name).write_bytes(data)
-            return self.from_disk(Path(tmp))
-
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively; emulated, it is slower

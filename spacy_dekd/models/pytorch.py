@@ -68,7 +68,7 @@ class TransformerClassifier(nn.Module):
         output_hidden_states: bool = False,
     ) -> ClassifierOutput:
         kwargs: Dict[str, torch.Tensor] = {}
-        if token_type_ids is not None and _uses_token_types(self.encoder):
+        if token_type_ids is not None and uses_token_types(self.encoder):
             kwargs["token_type_ids"] = token_type_ids
         out = self.encoder(
             input_ids=input_ids,
@@ -91,7 +91,7 @@ class TransformerClassifier(nn.Module):
         return ClassifierOutput(logits=logits, hidden_states=hidden)
 
 
-def _uses_token_types(encoder: nn.Module) -> bool:
+def uses_token_types(encoder: nn.Module) -> bool:
     # MPNet and RoBERTa-style models have no (useful) token type embeddings.
     return int(getattr(encoder.config, "type_vocab_size", 0) or 0) > 1
 

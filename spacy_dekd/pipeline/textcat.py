@@ -118,7 +118,10 @@ class TransformerTextCategorizer(TrainablePipe):
 
     @property
     def shim(self) -> TransformerClassifierShim:
-        return get_shim(self.model)
+        """The torch classifier (or, in a pipeline made by `spacy
+        textcat-quantize`, the `OnnxClassifierShim` that stands in for it).
+        """
+        return get_shim(self.model)  # type: ignore[return-value]
 
     def forward(
         self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False
