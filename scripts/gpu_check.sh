@@ -4,7 +4,8 @@
 #
 # For a GPU machine that has torch and transformers but no spaCy and no
 # network. Carry along:
-#   .whl/    wheels of spacy, thinc and their pure deps, datasets, and
+#   .whl/    wheels of spacy, thinc and their pure deps, datasets, the [onnx]
+#            extra (onnx, onnx_ir, onnxscript, onnxruntime, ml_dtypes) and
 #            spacy_dekd (python -m pip wheel --no-deps -w .whl .)
 #   assets/  all-mpnet-base-v2/, all-MiniLM-L6-v2/ and movies/ from scripts/fetch_assets.py
 # Run from the repository root:  bash scripts/gpu_check.sh
@@ -17,14 +18,14 @@ fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import torch, transformers, spacy, spacy_dekd; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__, '| spacy', spacy.__version__)"
 VARS="--vars.gpu_id 0"
-for step in corpus teacher assistant student evaluate benchmark; do
+for step in corpus teacher assistant student quantize evaluate benchmark; do
   start=$(date +%s.%N)
   python3 -m spacy project run "$step" . $VARS > "/tmp/gpu_check_$step.log" 2>&1 || { tail -20 "/tmp/gpu_check_$step.log"; exit 1; }
   printf '%-10s %6.1fs\n' "$step" "$(echo "$(date +%s.%N) - $start" | bc)"
 done
 python3 - <<'PY'
 import json
-for name in ("teacher", "assistant", "student"):
+for name in ("teacher", "assistant", "student", "student-int8"):
     scores = json.load(open(f"metrics/{name}.json"))
     print(f"{name:10s} test accuracy {100 * scores['cats_accuracy']:.2f}")
 bench = json.load(open("metrics/benchmark.json"))["results"]

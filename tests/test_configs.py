@@ -63,6 +63,8 @@ def test_distillation_block_resolves(name):
         ("dekd_minilm_ta", True, True, False),
         ("kd_minilm", False, False, True),
         ("select_random_minilm", False, True, False),
+        ("uhc", True, False, True),
+        ("muki", True, False, True),
     ],
 )
 def test_design_table(name, uses_assistant, aligns, ratio_one):

@@ -51,6 +51,11 @@ KD = {
     "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
     "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
 }
+# The multi-teacher baselines (the paper's Table 3), the teacher and the
+# assistant as their two teachers: both answer every example, as vanilla KD's
+# teacher does, and the method says how the student learns from the two.
+KL = {"@dekd_losses": "spacy-dekd.KLDivergence.v1", "temperature": "${distillation.temperature}", "scale_by_temperature": True}
+MULTI_TEACHER = {"distillation.objective.selector": ALL, "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS}}
 RANDOM = {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}
 
 # name: (description, {dotted path: value}); None removes a block.
@@ -113,6 +118,21 @@ VARIANTS: Dict[str, Any] = {
             "distillation.objective.selector": ALL,
             "distillation.objective.teacher_assistant.router": ASSISTANT_ONLY,
             "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS},
+        },
+    ),
+    "uhc": (
+        "UHC: every example matched to the teacher and to the assistant independently, "
+        "KL_T + KL_A (both know every class, so UHC's class subsets are the whole output).",
+        {**MULTI_TEACHER, "distillation.objective.teacher_assistant": {"@dekd_losses": "spacy-dekd.UHC.v1", "kl": KL}},
+    ),
+    "muki": (
+        "MUKI (soft): every example learns from the teacher's and the assistant's "
+        "predictions averaged with weights proportional to their certainty (inverse entropy).",
+        {
+            **MULTI_TEACHER,
+            "distillation.objective.teacher_assistant": {
+                "@dekd_losses": "spacy-dekd.MUKI.v1", "integration": "soft", "temperature": "${distillation.temperature}",
+            },
         },
     ),
     "wo_ds": ("DeKD without data selection: every example queries.", {"distillation.objective.selector": ALL}),

@@ -135,14 +135,21 @@ class DeKDObjective:
 
     def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]:
         """How many of n candidates a query round sends to the teacher and to
-        the assistant. It depends on the sizes alone, so that a run knows its
-        number of steps before it starts.
+        the assistant (the same rows, for a router that sends each to both).
+        RETURNS (Tuple[int, int]): Rows for the teacher and for the assistant.
+        """
+        k = self.query_rows(n, teacher_allowance)
+        router = self.teacher_assistant.router
+        return router.n_teacher(k), router.n_assistant(k)
+
+    def query_rows(self, n: int, teacher_allowance: Optional[int] = None) -> int:
+        """How many of n candidates a query round selects. It depends on the
+        sizes alone, so that a run knows its number of steps before it starts.
 
         Without an allowance the selector keeps its share, ceil(r·n), as it
         does in a batch. With one (a teacher budget), it keeps as many as put
         `teacher_allowance` rows on the teacher's side: the budget, not the
         ratio, sets how many are asked, so that every selector spends it.
-        RETURNS (Tuple[int, int]): Rows for the teacher and for the assistant.
         """
         router = self.teacher_assistant.router
         k = self.selector.count(n)
@@ -156,8 +163,7 @@ class DeKDObjective:
                 else:
                     high = mid - 1
             k = low
-        n_teacher = router.n_teacher(k)
-        return n_teacher, k - n_teacher
+        return k
 
     def select_queries(
         self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
@@ -171,9 +177,8 @@ class DeKDObjective:
         RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
             the teacher and for the assistant, each ascending.
         """
-        n_teacher, n_assistant = self.query_sizes(n, teacher_allowance)
         logits = student_logits.detach() if student_logits is not None else torch.zeros((n, 2))
-        selected = self.selector(logits, multilabel=self.multilabel, k=n_teacher + n_assistant)
+        selected = self.selector(logits, multilabel=self.multilabel, k=self.query_rows(n, teacher_allowance))
         to_teacher, to_assistant = self.teacher_assistant.route(logits[selected], multilabel=self.multilabel)
         return selected[to_teacher].sort().values, selected[to_assistant].sort().values
 
@@ -184,7 +189,7 @@ class DeKDObjective:
         """
         teacher_rows = teacher_rows.sort().values
         assistant_rows = assistant_rows.sort().values
-        selected = torch.cat([teacher_rows, assistant_rows]).sort().values
+        selected = torch.cat([teacher_rows, assistant_rows]).unique(sorted=True)
         aligned = teacher_rows if self.needs_hidden_states else teacher_rows[:0]
         return QueryPlan(selected, teacher_rows, assistant_rows, teacher_rows, aligned)
 

@@ -33,6 +33,8 @@ import torch
 
 from .objective import DeKDObjective
 
+# Who answered an unlabelled example, as bits: a multi-teacher router has
+# both answer it (TEACHER | ASSISTANT).
 UNANSWERED, TEACHER, ASSISTANT = 0, 1, 2
 
 
@@ -63,7 +65,7 @@ class QueryRounds:
     first_epoch: int
     n_rounds: int
     pool_budget: Optional[int] = None
-    answered: torch.Tensor = field(init=False)  # (N,) int8: UNANSWERED, TEACHER, ASSISTANT
+    answered: torch.Tensor = field(init=False)  # (N,) int8: bits TEACHER, ASSISTANT; 0 unanswered
     history: List[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -88,7 +90,7 @@ class QueryRounds:
 
     @property
     def teacher_answers(self) -> int:
-        return int((self.answered == TEACHER).sum())
+        return int(((self.answered & TEACHER) != 0).sum())
 
     def unanswered(self) -> torch.Tensor:
         """Corpus ids of the unlabelled examples nobody answered yet."""
@@ -101,8 +103,8 @@ class QueryRounds:
         return (torch.nonzero(pool != UNANSWERED).flatten() + self.first_id).tolist()
 
     def record(self, epoch: int, teacher_ids: torch.Tensor, assistant_ids: torch.Tensor, n_candidates: int) -> None:
-        self.answered[teacher_ids] = TEACHER
-        self.answered[assistant_ids] = ASSISTANT
+        self.answered[teacher_ids] |= TEACHER
+        self.answered[assistant_ids] |= ASSISTANT
         self.history.append(
             {"epoch": epoch, "candidates": n_candidates, "teacher": int(teacher_ids.numel()), "assistant": int(assistant_ids.numel())}
         )
@@ -110,7 +112,7 @@ class QueryRounds:
     def rows_by_answer(self, ids: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Positions in `ids` answered by the teacher and by the assistant."""
         answers = self.answered[torch.tensor(ids)]
-        return torch.nonzero(answers == TEACHER).flatten(), torch.nonzero(answers == ASSISTANT).flatten()
+        return torch.nonzero(answers & TEACHER).flatten(), torch.nonzero(answers & ASSISTANT).flatten()
 
     def planned_sizes(self, objective: DeKDObjective, n_epochs: int) -> List[int]:
         """Answered unlabelled examples at each epoch, from counts alone."""
@@ -118,10 +120,8 @@ class QueryRounds:
         for epoch in range(n_epochs):
             j = self.round_of(epoch)
             if j is not None:
-                n_teacher, n_assistant = objective.query_sizes(
-                    self.n_examples - self.first_id - answered, self.allowance(j, spent)
-                )
-                answered += n_teacher + n_assistant
-                spent += n_teacher
+                n_left, allowance = self.n_examples - self.first_id - answered, self.allowance(j, spent)
+                answered += objective.query_rows(n_left, allowance)
+                spent += objective.query_sizes(n_left, allowance)[0]
             sizes.append(answered)
         return sizes

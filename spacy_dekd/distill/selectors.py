@@ -174,6 +174,9 @@ class EntropySplitRouter:
     def n_teacher(self, k: int) -> int:
         return math.ceil(k / 2)
 
+    def n_assistant(self, k: int) -> int:
+        return k - self.n_teacher(k)
+
     def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         scores = entropy_score(student_logits, multilabel=multilabel)
         order = torch.sort(scores, stable=True).indices  # most certain first
@@ -192,9 +195,32 @@ class OneSideRouter:
     def n_teacher(self, k: int) -> int:
         return 0 if self.uses_assistant else k
 
+    def n_assistant(self, k: int) -> int:
+        return k if self.uses_assistant else 0
+
     def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(student_logits.shape[0], device=student_logits.device)
         return (rows[:0], rows) if self.uses_assistant else (rows, rows[:0])
+
+
+class BothRouter:
+    """Every row to the teacher and to the assistant: the two are the
+    teachers of a multi-teacher method (UHC, MUKI), and its loss combines
+    their answers.
+    """
+
+    uses_assistant = True
+    reads_logits = False
+
+    def n_teacher(self, k: int) -> int:
+        return k
+
+    def n_assistant(self, k: int) -> int:
+        return k
+
+    def __call__(self, student_logits: torch.Tensor, *, multilabel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(student_logits.shape[0], device=student_logits.device)
+        return rows, rows
 
 
 @registry.dekd_selectors("spacy-dekd.EntropySplitRouter.v1")
@@ -215,6 +241,14 @@ def make_teacher_only_router_v1() -> Router:
 def make_assistant_only_router_v1() -> Router:
     """Every selected row learns from the assistant (TAKD's second stage)."""
     return OneSideRouter(to_assistant=True)
+
+
+@registry.dekd_selectors("spacy-dekd.BothTeachersRouter.v1")
+def make_both_teachers_router_v1() -> Router:
+    """Every selected row learns from the teacher and from the assistant, as
+    from two teachers (UHC, MUKI).
+    """
+    return BothRouter()
 
 
 # Layer selectors (Eq. 8)

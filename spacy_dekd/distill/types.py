@@ -42,10 +42,17 @@ class Router(Protocol):
     def n_teacher(self, k: int) -> int:
         """How many of k rows it sends to the teacher (whatever the logits)."""
 
+    def n_assistant(self, k: int) -> int:
+        """How many of k rows it sends to the assistant: the rest, or all of
+        them for a router that sends every row to both.
+        """
+
     def __call__(
         self, student_logits: torch.Tensor, *, multilabel: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(k, C) logits → (teacher_rows, assistant_rows), ascending indices."""
+        """(k, C) logits → (teacher_rows, assistant_rows), ascending indices;
+        the two may overlap (a row learning from both).
+        """
 
 
 @runtime_checkable

@@ -1,0 +1,46 @@
+"""The multi-teacher baselines distil tiny students: both teachers answer
+every selected example once, in labelled batches and in query rounds."""
+import pytest
+
+from spacy_dekd.cli.distill import distill
+
+from ..conftest import toy_rows, write_jsonl
+from .conftest import ROOT, accuracy, overrides
+
+
+@pytest.mark.parametrize("name", ["uhc", "muki"])
+def test_each_multi_teacher_config_distils_a_student(models, toy_data, tmp_path, name):
+    import spacy
+
+    metrics = distill(
+        str(models["teacher"]), ROOT / "configs" / f"{name}.cfg", tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=overrides(toy_data, models["narrow"]),
+    )
+    # Every example, once each, to the teacher and to the assistant.
+    assert metrics["teacher_forward_passes"] == metrics["assistant_forward_passes"] == metrics["examples"]
+    assert accuracy(spacy.load(tmp_path / "out" / "model-best"), toy_data["dev"]) >= 0.9
+
+
+def test_query_rounds_ask_both_teachers_and_count_the_budget_on_the_teacher(models, toy_data, tmp_path):
+    from thinc.api import Config
+
+    config = Config().from_disk(ROOT / "configs" / "uhc.cfg", interpolate=False)
+    config["paths"]["unlabeled"] = None
+    config["corpora"]["unlabeled"] = {"@readers": "spacy.PlainTextCorpus.v1", "path": "${paths.unlabeled}"}
+    config["distillation"]["objective"]["selector"] = {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 0.5}
+    config.to_disk(tmp_path / "uhc.cfg")
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("".join(row["text"] + "\n" for row in toy_rows(60, seed=7)), encoding="utf8")
+    over = overrides(toy_data, models["narrow"], **{
+        "paths.train": str(write_jsonl(toy_rows(40, seed=8), tmp_path / "labelled.jsonl")),
+        "paths.unlabeled": str(unlabelled), "distillation.unlabeled_corpus": "corpora.unlabeled",
+        "distillation.teacher_budget": 0.6,
+    })
+    metrics = distill(
+        str(models["teacher"]), tmp_path / "uhc.cfg", tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    rounds = metrics["query_rounds"]
+    assert rounds and all(r["teacher"] == r["assistant"] > 0 for r in rounds)
+    assert metrics["teacher_forward_passes"] <= metrics["teacher_budget_passes"] == 60
+    assert metrics["assistant_forward_passes"] == metrics["teacher_forward_passes"]
