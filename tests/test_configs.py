@@ -65,6 +65,9 @@ def test_distillation_block_resolves(name):
         ("select_random_minilm", False, True, False),
         ("uhc", True, False, True),
         ("muki", True, False, True),
+        ("dfa", True, True, True),
+        ("cfl", True, True, True),
+        ("ksm", True, True, True),
     ],
 )
 def test_design_table(name, uses_assistant, aligns, ratio_one):

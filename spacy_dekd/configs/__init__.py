@@ -54,6 +54,7 @@ KD = {
 # The multi-teacher baselines (the paper's Table 3), the teacher and the
 # assistant as their two teachers: both answer every example, as vanilla KD's
 # teacher does, and the method says how the student learns from the two.
+CE = {"@dekd_losses": "spacy-dekd.CrossEntropy.v1"}
 KL = {"@dekd_losses": "spacy-dekd.KLDivergence.v1", "temperature": "${distillation.temperature}", "scale_by_temperature": True}
 MULTI_TEACHER = {"distillation.objective.selector": ALL, "distillation.objective": {**NO_ALIGNMENT, **KD_WEIGHTS}}
 RANDOM = {"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": "${system.seed}"}}
@@ -134,6 +135,32 @@ VARIANTS: Dict[str, Any] = {
                 "@dekd_losses": "spacy-dekd.MUKI.v1", "integration": "soft", "temperature": "${distillation.temperature}",
             },
         },
+    ),
+    "dfa": (
+        "DFA: every example; the student's last-layer features aligned to the teacher's "
+        "and to the assistant's through learned maps (as Eq. 9), plus KL to each.",
+        {"distillation.objective": {
+            "@dekd_losses": "spacy-dekd.DFA.v1", "ce_weight": 0.5, "kd_weight": 0.5, "feature_weight": 0.02,
+            "selector": ALL, "cross_entropy": CE, "kl": KL,
+        }},
+    ),
+    "cfl": (
+        "CFL: every example; the teacher's, the assistant's and the student's last-layer "
+        "features mapped into a common space of width 128 and matched there (with "
+        "reconstruction), plus KL to the two teachers' average prediction.",
+        {"distillation.objective": {
+            "@dekd_losses": "spacy-dekd.CFL.v1", "ce_weight": 0.5, "kd_weight": 0.5, "feature_weight": 0.02,
+            "temperature": "${distillation.temperature}", "common_width": 128, "selector": ALL, "cross_entropy": CE,
+        }},
+    ),
+    "ksm": (
+        "KSM: every example; per step an actor-critic picks the knowledge the student "
+        "learns from (the teacher's or the assistant's logits or last-layer features), "
+        "rewarded by the student's relative dev-loss improvement on 64 dev examples.",
+        {"distillation.objective": {
+            "@dekd_losses": "spacy-dekd.KSM.v1", "ce_weight": 0.5, "kd_weight": 0.5, "feedback_size": 64,
+            "gamma": 0.9, "policy_learn_rate": 0.1, "seed": "${system.seed}", "selector": ALL, "cross_entropy": CE, "kl": KL,
+        }},
     ),
     "wo_ds": ("DeKD without data selection: every example queries.", {"distillation.objective.selector": ALL}),
     "wo_ta": ("DeKD without the teacher assistant: the teacher answers every selected example.", {"distillation.objective.teacher_assistant.router": TEACHER_ONLY}),

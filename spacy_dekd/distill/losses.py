@@ -159,54 +159,6 @@ def layer_alignment(
     return total
 
 
-def prediction_entropy(logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
-    """A model's uncertainty about each row: the entropy of its prediction
-    (summed binary entropies per label for multilabel). (n, C) → (n,).
-    """
-    logits = logits.float()
-    if multilabel:
-        p = torch.sigmoid(logits)
-        return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).sum(-1)
-    log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
-
-
-def integrate_teachers(
-    teacher_logits: Sequence[torch.Tensor],
-    *,
-    integration: str = "soft",
-    temperature: float = 1.0,
-    multilabel: bool = False,
-    eps: float = 1e-6,
-) -> torch.Tensor:
-    """MUKI's target (Li et al., 2022): per row, the answer of the teacher
-    that is most certain of it ("hard"), or the teachers' predictions at
-    temperature τ averaged with weights proportional to their certainty,
-    1/u_i normalised over the teachers ("soft"), u_i the entropy of teacher
-    i's prediction.
-
-    teacher_logits (Sequence[torch.Tensor]): One (n, C) tensor per teacher.
-    RETURNS (torch.Tensor): (n, C) logits whose softmax (sigmoid) at τ is
-        the integrated prediction: τ·log p, or τ·logit p per label.
-    """
-    if integration not in ("hard", "soft"):
-        raise ValueError(f"integration must be 'hard' or 'soft', got '{integration}'.")
-    logits = torch.stack([z.float().detach() for z in teacher_logits])  # (K, n, C)
-    uncertainty = torch.stack([prediction_entropy(z, multilabel=multilabel) for z in logits])  # (K, n)
-    if integration == "hard":
-        # Ties go to the first teacher (argmin takes the first minimum).
-        best = uncertainty.argmin(0)  # (n,)
-        return logits[best, torch.arange(logits.shape[1], device=logits.device)]
-    certainty = 1.0 / uncertainty.clamp(min=eps)
-    weights = (certainty / certainty.sum(0, keepdim=True)).unsqueeze(-1)  # (K, n, 1)
-    t = float(temperature)
-    if multilabel:
-        p = (weights * torch.sigmoid(logits / t)).sum(0).clamp(eps, 1 - eps)
-        return t * (p.log() - (1 - p).log())
-    p = (weights * F.softmax(logits / t, dim=-1)).sum(0)
-    return t * p.clamp(min=eps).log()
-
-
 class TeacherAssistantLoss:
     """Eq. 7 with its router: which selected rows learn from the teacher and
     which from the assistant.
@@ -232,39 +184,6 @@ class TeacherAssistantLoss:
         return teacher_assistant_kl(
             student_logits, teacher_logits, assistant_logits, self.kl, multilabel=multilabel
         )
-
-
-class IntegratedTeachersLoss(TeacherAssistantLoss):
-    """MUKI: every row learns from one target that integrates the teacher's
-    and the assistant's answers (`integrate_teachers`), both models being
-    asked about every selected row.
-    """
-
-    def __init__(self, *, integration: str, temperature: float) -> None:
-        from .selectors import BothRouter
-
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        integrate_teachers([torch.zeros(1, 2)], integration=integration)  # checks the setting
-        super().__init__(BothRouter(), kl_divergence)
-        self.integration = integration
-        self.temperature = temperature
-
-    def __call__(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        assistant_logits: torch.Tensor,
-        *,
-        multilabel: bool = False,
-    ) -> torch.Tensor:
-        # The routed rows come twice, the teacher's side then the assistant's.
-        n = teacher_logits.shape[0]
-        target = integrate_teachers(
-            [teacher_logits, assistant_logits], integration=self.integration,
-            temperature=self.temperature, multilabel=multilabel,
-        )
-        return kl_divergence(student_logits[:n], target, temperature=self.temperature, multilabel=multilabel)
 
 
 class LayerAlignmentLoss:
@@ -374,36 +293,6 @@ def make_teacher_assistant_kl_v1(router: Router, kl: LossFn) -> TeacherAssistant
     kl (LossFn): From `dekd_losses`, e.g. spacy-dekd.KLDivergence.v1.
     """
     return TeacherAssistantLoss(router, kl)
-
-
-@registry.dekd_losses("spacy-dekd.UHC.v1")
-def make_uhc_v1(kl: LossFn) -> TeacherAssistantLoss:
-    """UHC (Vongkulbhisal et al., 2019) with the teacher and the assistant as
-    its two teachers: the student's output matched to each independently,
-    KL_T + KL_A over every selected row. UHC splits the student's logits
-    into the class sets of its teachers; here both teachers know all the
-    classes, so each subset is the whole output.
-
-    kl (LossFn): From `dekd_losses`, e.g. spacy-dekd.KLDivergence.v1.
-    """
-    from .selectors import BothRouter
-
-    return TeacherAssistantLoss(BothRouter(), kl)
-
-
-@registry.dekd_losses("spacy-dekd.MUKI.v1")
-def make_muki_v1(integration: str = "soft", temperature: float = 5.0) -> TeacherAssistantLoss:
-    """MUKI (Li et al., 2022) with the teacher and the assistant as its two
-    teachers: each selected row learns from the most certain teacher's answer
-    ("hard") or from the answers weighted by relative certainty ("soft"),
-    certainty read from the entropy of each teacher's prediction. MUKI also
-    estimates uncertainty with Monte Carlo dropout; that is not built here
-    (it would take several passes of each teacher per row).
-
-    integration (str): "hard" or "soft".
-    temperature (float): τ of the KL to the integrated prediction.
-    """
-    return IntegratedTeachersLoss(integration=integration, temperature=temperature)
 
 
 @registry.dekd_losses("spacy-dekd.LayerAlignment.v1")

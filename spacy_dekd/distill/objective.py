@@ -82,9 +82,14 @@ class DeKDObjective:
         if "selector" in state:
             self.selector.generator.set_state(state["selector"])
 
+    @property
+    def needs_assistant_hidden_states(self) -> bool:
+        """Whether the loss reads the assistant's hidden states (DeKD's does not)."""
+        return False
+
     def initialize(
         self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int,
-        n_teacher_layers: Optional[int] = None,
+        n_teacher_layers: Optional[int] = None, assistant_width: Optional[int] = None,
     ) -> List[nn.Parameter]:
         """Fix the class mode and build the alignment projections.
         RETURNS (List[nn.Parameter]): Parameters to train with the student.

@@ -5,6 +5,7 @@ student, asks the objective which rows the frozen models must see, fetches
 their (cached) outputs, and steps the optimizer. One screen per part:
 `DistillTrainer.__call__` is the loop; the rest is bookkeeping.
 """
+import itertools
 import json
 import logging
 import math
@@ -220,6 +221,12 @@ class DistillTrainer:
             if on and isinstance(pipe, TransformerTextCategorizer):
                 pipe.shim.set_mixed_precision(True)
         teacher_module = getattr(getattr(self.teacher_pipe, "shim", None), "module", None)
+        assistant_module = getattr(getattr(self.assistant_pipe, "shim", None), "module", None)
+        if self.objective.needs_assistant_hidden_states and assistant_module is None:
+            raise DistillationError(
+                "This objective aligns the student to the assistant's hidden states: the assistant "
+                "must be a transformer_textcat (pass one with --assistant)."
+            )
         try:
             self.extra_params = self.objective.initialize(
                 multilabel=not self.student_pipe.exclusive_classes,
@@ -227,6 +234,7 @@ class DistillTrainer:
                 student_width=student.width,
                 teacher_width=student.width if teacher_module is None else teacher_module.width,
                 n_teacher_layers=None if teacher_module is None else teacher_module.n_layers,
+                assistant_width=None if assistant_module is None else assistant_module.width,
             )
         except ValueError as err:
             raise DistillationError(str(err)) from err
@@ -262,7 +270,7 @@ class DistillTrainer:
         teacher = Frozen(self.teacher_pipe, OutputCache(len(examples), with_hidden=with_hidden))
         assistant = None
         if self.assistant_pipe is not None and self.objective.uses_assistant:
-            assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=False))
+            assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=self.objective.needs_assistant_hidden_states))
         params = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
         # Every rank starts from rank 0's weights, and draws its own dropout masks.
         self.world.broadcast_parameters(params)
@@ -280,6 +288,8 @@ class DistillTrainer:
                 f"to the teacher): raise teacher_budget to at least {need / len(examples):.3f}, "
                 "or select fewer rows (a lower selector ratio)."
             )
+        # A fixed dev sample whose loss the objective hears after every step (KSM's reward).
+        self._feedback = self._read_dev_sample(getattr(self.objective, "feedback_size", 0))
         rounds = None
         if unlabelled:
             pool_budget = None if teacher_budget is None else teacher_budget - need
@@ -415,7 +425,10 @@ class DistillTrainer:
         t_out = self._query(run.teacher, run.examples, ids, plan.teacher_query, out.logits, hidden=with_hidden)
         a_out = None
         if run.assistant is not None:
-            a_out = self._query(run.assistant, run.examples, ids, plan.assistant_query, out.logits, hidden=False)
+            a_out = self._query(
+                run.assistant, run.examples, ids, plan.assistant_query, out.logits,
+                hidden=self.objective.needs_assistant_hidden_states,
+            )
         gold, mask = self._gold(batch, out.logits.device)
         terms = self.objective(out, gold, plan, t_out, a_out, gold_mask=mask, teacher_head=self._teacher_head())
         self._check_finite(terms, step)
@@ -429,7 +442,26 @@ class DistillTrainer:
         run.scaler.step(run.optimizer)  # skipped on an overflow
         run.scaler.update()
         run.scheduler.step()
+        if self._feedback:
+            self.objective.feedback(self._dev_loss())
         return terms
+
+    def _read_dev_sample(self, n: int) -> List[Example]:
+        if n <= 0:
+            return []
+        try:
+            corpus = resolve_dot_names(self.nlp.config.interpolate(), [self.T["dev_corpus"]])[0]
+            return list(itertools.islice(corpus(self.nlp), n))
+        except (OSError, ValueError) as err:
+            raise DistillationError(f"Cannot read the dev corpus '{self.T['dev_corpus']}': {_first_line(err)}") from err
+
+    def _dev_loss(self) -> float:
+        """The student's cross-entropy on the fixed dev sample, as it is now."""
+        with torch.no_grad():
+            out = self._forward(self._feedback, is_train=False, hidden=False)
+            gold, mask = self._gold(self._feedback, out.logits.device)
+            loss = self.objective.cross_entropy(out.logits, gold, multilabel=self.objective.multilabel, mask=mask)
+        return float(loss)
 
     def query_round(self, run: "Run", epoch: int) -> None:
         """Select unlabelled texts for the teacher and the assistant over the
@@ -453,7 +485,10 @@ class DistillTrainer:
         self._query(run.teacher, run.examples, teacher_ids, everything, like, hidden=self.objective.needs_hidden_states)
         if assistant_ids.numel() > 0:
             assert run.assistant is not None
-            self._query(run.assistant, run.examples, assistant_ids, torch.arange(assistant_ids.numel()), like, hidden=False)
+            self._query(
+                run.assistant, run.examples, assistant_ids, torch.arange(assistant_ids.numel()), like,
+                hidden=self.objective.needs_assistant_hidden_states,
+            )
         rounds.record(epoch, teacher_ids, assistant_ids, candidates.numel())
         budget = "" if rounds.pool_budget is None else f" ({spent + teacher_ids.numel()} of the {rounds.pool_budget} the rounds may use)"
         self._say("info", (

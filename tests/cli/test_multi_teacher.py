@@ -8,7 +8,7 @@ from ..conftest import toy_rows, write_jsonl
 from .conftest import ROOT, accuracy, overrides
 
 
-@pytest.mark.parametrize("name", ["uhc", "muki"])
+@pytest.mark.parametrize("name", ["uhc", "muki", "dfa", "cfl", "ksm"])
 def test_each_multi_teacher_config_distils_a_student(models, toy_data, tmp_path, name):
     import spacy
 
@@ -44,3 +44,27 @@ def test_query_rounds_ask_both_teachers_and_count_the_budget_on_the_teacher(mode
     assert rounds and all(r["teacher"] == r["assistant"] > 0 for r in rounds)
     assert metrics["teacher_forward_passes"] <= metrics["teacher_budget_passes"] == 60
     assert metrics["assistant_forward_passes"] == metrics["teacher_forward_passes"]
+
+
+def test_a_resumed_ksm_run_ends_as_the_uninterrupted_one(models, toy_data, tmp_path, monkeypatch):
+    # The policy, its generator and the step in flight come back with the checkpoint.
+    import spacy_dekd.distill.trainer as trainer_module
+
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 2, "distillation.eval_frequency": 4})
+    cfg, teacher, assistant = ROOT / "configs" / "ksm.cfg", str(models["teacher"]), str(models["assistant"])
+    whole = distill(teacher, cfg, tmp_path / "whole", assistant_path=assistant, overrides=over)
+    original = trainer_module.DistillTrainer._save
+
+    def save_then_die(self, run, state, *args):
+        original(self, run, state, *args)
+        if state.step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over)
+    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", original)
+    resumed = distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over, resume=True)
+    picks = [(r["knowledge"], r["loss"]) for r in resumed["history"]]
+    assert picks == [(r["knowledge"], r["loss"]) for r in whole["history"]]
+    assert len({r["knowledge"] for r in whole["history"]}) > 1

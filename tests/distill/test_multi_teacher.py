@@ -5,15 +5,14 @@ import math
 import pytest
 import torch
 
-from spacy_dekd.distill.losses import (
+from spacy_dekd.distill.losses import cross_entropy, make_kl_divergence_v1
+from spacy_dekd.distill.multi_teacher import (
     integrate_teachers,
-    make_kl_divergence_v1,
     make_muki_v1,
     make_uhc_v1,
     prediction_entropy,
 )
 from spacy_dekd.distill.objective import TeacherOutput, make_dekd_v1
-from spacy_dekd.distill.losses import cross_entropy
 from spacy_dekd.distill.selectors import make_all_selector_v1, make_entropy_selector_v1
 from spacy_dekd.models.pytorch import ClassifierOutput
 
@@ -102,7 +101,7 @@ def test_multilabel_integration_mixes_each_label():
 
 
 def test_bad_settings():
-    with pytest.raises(ValueError, match="integration must be 'hard' or 'soft'"):
+    with pytest.raises(ValueError, match="integration must be one of hard, soft, mean"):
         make_muki_v1(integration="vote")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         make_muki_v1(temperature=0)
@@ -129,4 +128,167 @@ def test_the_objective_asks_both_teachers_about_every_selected_row(selector):
     kl = make_kl_divergence_v1(temperature=1.0)
     rows = plan.selected
     expected = 0.5 * cross_entropy(logits, gold) + 0.5 * (kl(logits[rows], teacher[rows]) + kl(logits[rows], assistant[rows]))
-    assert float(out.total) == pytest.approx(float(expected), rel=1e-6)
+    assert float(out.total.detach()) == pytest.approx(float(expected), rel=1e-6)
+
+
+def linear(weight, bias=None):
+    layer = torch.nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight))
+        layer.bias.copy_(torch.tensor(bias if bias is not None else [0.0] * len(weight)))
+    return layer
+
+
+def unit(v):
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v]
+
+
+def matvec(w, v, b=None):
+    return [sum(wi * vi for wi, vi in zip(row, v)) + (b[i] if b else 0.0) for i, row in enumerate(w)]
+
+
+H_S = [[1.0, 2.0], [0.5, -1.0]]  # student features, width 2
+H_T = [[2.0, 0.0, 1.0], [0.0, 1.0, 1.0]]  # teacher, width 3
+H_A = [[1.0, 1.0, 0.0], [3.0, 0.0, -1.0]]  # assistant, width 3
+P_T = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+P_A = [[0.5, 0.0], [0.0, -1.0], [2.0, 0.0]]
+
+
+def test_dfa_aligns_the_student_to_each_teacher_as_eq_9():
+    from spacy_dekd.distill.multi_teacher import dfa_feature_loss
+
+    got = dfa_feature_loss(torch.tensor(H_S), [torch.tensor(H_T), torch.tensor(H_A)], [linear(P_T), linear(P_A)])
+    expected = 0.0
+    for teacher, proj in ((H_T, P_T), (H_A, P_A)):
+        per_row = [
+            sum((a - b) ** 2 for a, b in zip(unit(matvec(proj, s)), unit(t))) / 3 for s, t in zip(H_S, teacher)
+        ]
+        expected += sum(per_row) / 2
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cfl_matches_in_the_common_space_and_reconstructs():
+    from spacy_dekd.distill.multi_teacher import cfl_feature_loss
+
+    e_s = [[1.0, 0.0], [0.0, 1.0]]  # student -> common (width 2)
+    e_t = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]
+    e_a = [[0.0, 1.0, 0.0], [1.0, 0.0, -1.0]]
+    d_t = [[1.0, 0.0], [0.0, 1.0], [0.0, 0.5]]  # common -> teacher
+    d_a = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]]
+    got = cfl_feature_loss(
+        torch.tensor(H_S), [torch.tensor(H_T), torch.tensor(H_A)], linear(e_s), [linear(e_t), linear(e_a)], [linear(d_t), linear(d_a)]
+    )
+    expected = 0.0
+    for feats, enc, dec in ((H_T, e_t, d_t), (H_A, e_a, d_a)):
+        match = [(a - b) ** 2 for s, h in zip(H_S, feats) for a, b in zip(matvec(e_s, s), matvec(enc, h))]
+        recon = [(a - b) ** 2 for h in feats for a, b in zip(matvec(dec, matvec(enc, h)), h)]
+        expected += sum(match) / len(match) + sum(recon) / len(recon)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cfl_combined_logits_are_the_teachers_mean_prediction():
+    target = integrate_teachers([torch.tensor(TEACHER), torch.tensor(ASSISTANT)], integration="mean", temperature=2.0)
+    for row in range(2):
+        p = [(a + b) / 2 for a, b in zip(softmax(TEACHER[row], 2.0), softmax(ASSISTANT[row], 2.0))]
+        assert softmax(target[row].tolist(), 2.0) == pytest.approx(p, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dfa", "cfl"])
+def test_feature_objectives_sum_their_weighted_terms(method):
+    from spacy_dekd.distill.multi_teacher import make_cfl_v1, make_dfa_v1
+
+    torch.manual_seed(0)
+    kl = make_kl_divergence_v1(temperature=2.0)
+    common = dict(selector=make_entropy_selector_v1(ratio=0.5), cross_entropy=cross_entropy, ce_weight=0.3, kd_weight=0.5, feature_weight=0.2)
+    objective = make_dfa_v1(kl=kl, **common) if method == "dfa" else make_cfl_v1(temperature=2.0, common_width=3, **common)
+    params = objective.initialize(multilabel=False, n_student_layers=2, student_width=2, teacher_width=3, assistant_width=4)
+    assert objective.uses_assistant and objective.needs_hidden_states and objective.needs_assistant_hidden_states
+    assert params and objective.projections() is not None
+    logits = torch.randn(4, 2, requires_grad=True)
+    student_hidden = [torch.randn(4, 2, requires_grad=True) for _ in range(2)]
+    plan = objective.plan(logits)
+    rows = plan.selected
+    assert torch.equal(plan.teacher_query, rows) and torch.equal(plan.assistant_query, rows) and torch.equal(plan.aligned, rows)
+    t_logits, a_logits = torch.randn(4, 2), torch.randn(4, 2)
+    t_hidden, a_hidden = [torch.randn(4, 3) for _ in range(3)], [torch.randn(4, 4) for _ in range(2)]
+    gold = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0]), 2).float()
+    out = objective(
+        ClassifierOutput(logits, student_hidden), gold, plan,
+        TeacherOutput(t_logits[rows], [h[rows] for h in t_hidden]), TeacherOutput(a_logits[rows], [h[rows] for h in a_hidden]),
+    )
+    ce = cross_entropy(logits, gold)
+    if method == "dfa":
+        kd = kl(logits[rows], t_logits[rows]) + kl(logits[rows], a_logits[rows])
+    else:
+        kd = kl(logits[rows], integrate_teachers([t_logits[rows], a_logits[rows]], integration="mean", temperature=2.0))
+    feature = objective.features(student_hidden[-1][rows], [t_hidden[-1][rows], a_hidden[-1][rows]])
+    assert float(out.total.detach()) == pytest.approx(float(0.3 * ce + 0.5 * kd + 0.2 * feature), rel=1e-5)
+    out.total.backward()
+    assert all(p.grad is not None for p in params)
+
+
+def test_actor_critic_step_by_hand():
+    from spacy_dekd.distill.multi_teacher import KnowledgePolicy, actor_critic_update
+
+    policy = KnowledgePolicy()  # zeros: uniform choice, V = 0
+    state, next_state = torch.tensor([0.5, 2.0]), torch.tensor([0.4, 1.0])
+    delta = actor_critic_update(policy, state, 2, 0.3, next_state, gamma=0.9, learn_rate=0.1)
+    assert delta == pytest.approx(0.3)  # r + γ·0 − 0
+    # Actor: W -= lr · (−(onehot(a) − π) ⊗ s · δ), π uniform.
+    onehot = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    expected_w = 0.1 * 0.3 * torch.outer(onehot - 0.25, state)
+    assert torch.allclose(policy.actor.weight.detach(), expected_w, atol=1e-7)
+    assert torch.allclose(policy.actor.bias.detach(), 0.1 * 0.3 * (onehot - 0.25), atol=1e-7)
+    # Critic: d(δ²)/dc = −2δ·s, so c = 2·lr·δ·s, b = 2·lr·δ.
+    assert torch.allclose(policy.critic.weight.detach(), (2 * 0.1 * 0.3 * state).unsqueeze(0), atol=1e-7)
+    assert float(policy.critic.bias.detach()) == pytest.approx(2 * 0.1 * 0.3)
+
+
+def ksm(seed):
+    from spacy_dekd.distill.multi_teacher import make_ksm_v1
+
+    objective = make_ksm_v1(
+        selector=make_all_selector_v1(seed=0), cross_entropy=cross_entropy, kl=make_kl_divergence_v1(temperature=2.0), seed=seed,
+    )
+    objective.initialize(multilabel=False, n_student_layers=2, student_width=2, teacher_width=3, assistant_width=3)
+    return objective
+
+
+def choices(objective, n=30):
+    torch.manual_seed(0)
+    picked = []
+    for step in range(n):
+        logits = torch.randn(4, 2)
+        picked.append(objective.choose(logits))
+        objective.feedback(1.0 / (step + 1) + 0.05 * (picked[-1] == 1))
+    return picked
+
+
+def test_ksm_policy_is_seeded_and_reproducible():
+    assert choices(ksm(3)) == choices(ksm(3))
+    assert choices(ksm(3)) != choices(ksm(4))
+    assert set(choices(ksm(3))) == {0, 1, 2, 3}  # uniform at first: every kind is tried
+
+
+def test_ksm_reward_is_the_relative_dev_loss_improvement():
+    objective = ksm(0)
+    objective.choose(torch.zeros(4, 2))
+    objective.feedback(2.0)
+    assert math.isnan(float(objective.policy.reward))  # nothing to improve on yet
+    objective.choose(torch.zeros(4, 2))
+    objective.feedback(1.5)
+    assert float(objective.policy.reward) == pytest.approx(0.25)
+    before = objective.policy.critic.bias.detach().clone()
+    objective.choose(torch.zeros(4, 2))  # learns from the reward
+    assert not torch.equal(objective.policy.critic.bias.detach(), before)
+
+
+def test_ksm_settings_are_checked():
+    from spacy_dekd.distill.multi_teacher import make_ksm_v1
+
+    kwargs = dict(selector=make_all_selector_v1(seed=0), cross_entropy=cross_entropy, kl=make_kl_divergence_v1())
+    with pytest.raises(ValueError, match="gamma must be in"):
+        make_ksm_v1(gamma=1.5, **kwargs)
+    with pytest.raises(ValueError, match="feedback_size must be >= 1"):
+        make_ksm_v1(feedback_size=0, **kwargs)
