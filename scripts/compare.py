@@ -8,9 +8,10 @@ spaCy's convention), with `model-last`'s beside it.
         --assistant training/assistant/model-best --configs dekd kd paper \\
         --seeds 0 1 2 --output training/compare [--set distillation.max_epochs=3]
 
-Each run is `python -m spacy distill` in its own process; a run whose
-output already has metrics.json and test.json is not run again (a missing
-test-last.json is still written).
+Each run is `python -m spacy distill` in its own process, then
+`scripts/evaluate.py` (spacy evaluate) of model-best and model-last in one
+more; a run whose output already has metrics.json and test.json is not run
+again (a missing test-last.json is still written).
 """
 import argparse
 import json
@@ -47,11 +48,11 @@ def distill_and_test(
         started = time.perf_counter()
         run(cmd)
         print(f"  {config} seed {seed}: distilled in {time.perf_counter() - started:.0f}s", flush=True)
-        run([sys.executable, "-m", "spacy", "evaluate", str(out / "model-best"), test,
-             "--output", str(test_path), "--gpu-id", str(gpu_id)])
-    if not last_path.exists():
-        run([sys.executable, "-m", "spacy", "evaluate", str(out / "model-last"), test,
-             "--output", str(last_path), "--gpu-id", str(gpu_id)])
+    if not (test_path.exists() and last_path.exists()):
+        # spacy evaluate of model-best and model-last, in one process (scripts/evaluate.py).
+        evaluate = str(Path(__file__).parent / "evaluate.py")
+        run([sys.executable, evaluate, test, str(out), f"test={out / 'model-best'}",
+             f"test-last={out / 'model-last'}", "--gpu-id", str(gpu_id)])
     metrics = json.loads(metrics_path.read_text())
     scores = json.loads(test_path.read_text())
     return {
