@@ -21,14 +21,18 @@ class OutputCache:
 
     n_examples (int): The size of the training corpus; ids index into it.
     with_hidden (bool): Whether to keep the hidden states (alignment on).
+    with_uncertainty (bool): Whether to keep each row's Monte Carlo dropout
+        uncertainty (MUKI).
     """
 
-    def __init__(self, n_examples: int, *, with_hidden: bool) -> None:
+    def __init__(self, n_examples: int, *, with_hidden: bool, with_uncertainty: bool = False) -> None:
         self.n_examples = n_examples
         self.with_hidden = with_hidden
+        self.with_uncertainty = with_uncertainty
         self.filled = torch.zeros(n_examples, dtype=torch.bool)
         self.logits: Optional[torch.Tensor] = None
         self.hidden: Optional[torch.Tensor] = None
+        self.uncertainty: Optional[torch.Tensor] = None
         self.n_forward = 0  # examples run through the model
         self.n_requested = 0  # examples asked for, cached or not
 
@@ -46,7 +50,11 @@ class OutputCache:
         if self.with_hidden:
             assert self.hidden is not None
             hidden = list(self.hidden[ids.to(self.hidden.device)].unbind(1))  # L x (q, d)
-        return TeacherOutput(logits=self.logits[ids.to(self.logits.device)], hidden_states=hidden)
+        uncertainty = None
+        if self.with_uncertainty:
+            assert self.uncertainty is not None
+            uncertainty = self.uncertainty[ids.to(self.uncertainty.device)]
+        return TeacherOutput(logits=self.logits[ids.to(self.logits.device)], hidden_states=hidden, uncertainty=uncertainty)
 
     def _put(self, ids: torch.Tensor, output: TeacherOutput) -> None:
         logits = output.logits.detach()
@@ -60,6 +68,12 @@ class OutputCache:
             if self.hidden is None:
                 self.hidden = hidden.new_zeros((self.n_examples,) + tuple(hidden.shape[1:]))
             self.hidden[ids.to(hidden.device)] = hidden
+        if self.with_uncertainty:
+            if output.uncertainty is None:
+                raise ValueError("The frozen model returned no uncertainty.")
+            if self.uncertainty is None:
+                self.uncertainty = output.uncertainty.new_zeros((self.n_examples,))
+            self.uncertainty[ids.to(output.uncertainty.device)] = output.uncertainty.detach().float()
         self.filled[ids] = True
         self.n_forward += int(ids.numel())
 
@@ -71,6 +85,8 @@ class OutputCache:
             tensors["logits"] = self.logits.cpu().contiguous()
         if self.hidden is not None:
             tensors["hidden"] = self.hidden.cpu().contiguous()
+        if self.uncertainty is not None:
+            tensors["uncertainty"] = self.uncertainty.cpu().contiguous()
         save_file(tensors, str(path))
 
     def from_disk(self, path: Path, device: torch.device) -> "OutputCache":
@@ -81,4 +97,5 @@ class OutputCache:
         self.n_forward, self.n_requested = (int(x) for x in tensors["counts"])
         self.logits = tensors["logits"].to(device) if "logits" in tensors else None
         self.hidden = tensors["hidden"].to(device) if "hidden" in tensors else None
+        self.uncertainty = tensors["uncertainty"].to(device) if "uncertainty" in tensors else None
         return self

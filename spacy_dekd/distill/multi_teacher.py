@@ -47,27 +47,32 @@ def integrate_teachers(
     integration: str = "soft",
     temperature: float = 1.0,
     multilabel: bool = False,
+    uncertainties: Optional[Sequence[torch.Tensor]] = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """One target from several teachers, per row: the answer of the teacher
     most certain of the row ("hard", MUKI), the teachers' predictions at
     temperature τ averaged with weights proportional to their certainty, 1/u
-    normalised over the teachers, u the entropy of a teacher's prediction
-    ("soft", MUKI), or with equal weights ("mean", CFL's combined logits).
+    normalised over the teachers ("soft", MUKI), or with equal weights
+    ("mean", CFL's combined logits). u is the entropy of a teacher's
+    prediction, or the `uncertainties` given (Monte Carlo dropout).
 
     teacher_logits (Sequence[torch.Tensor]): One (n, C) tensor per teacher.
+    uncertainties (Optional[Sequence[torch.Tensor]]): One (n,) per teacher.
     RETURNS (torch.Tensor): (n, C) logits whose softmax (sigmoid) at τ is
         the integrated prediction: τ·log p, or τ·logit p per label.
     """
     if integration not in INTEGRATIONS:
         raise ValueError(f"integration must be one of {', '.join(INTEGRATIONS)}, got '{integration}'.")
     logits = torch.stack([z.float().detach() for z in teacher_logits])  # (K, n, C)
+    if uncertainties is not None:
+        uncertainty = torch.stack([u.float().detach() for u in uncertainties])  # (K, n)
+    else:
+        uncertainty = torch.stack([prediction_entropy(z, multilabel=multilabel) for z in logits])
     if integration == "hard":
-        uncertainty = torch.stack([prediction_entropy(z, multilabel=multilabel) for z in logits])  # (K, n)
         best = uncertainty.argmin(0)  # (n,): ties go to the first teacher
         return logits[best, torch.arange(logits.shape[1], device=logits.device)]
     if integration == "soft":
-        uncertainty = torch.stack([prediction_entropy(z, multilabel=multilabel) for z in logits])
         certainty = 1.0 / uncertainty.clamp(min=eps)
         weights = (certainty / certainty.sum(0, keepdim=True)).unsqueeze(-1)  # (K, n, 1)
     else:
@@ -85,7 +90,7 @@ class IntegratedTeachersLoss(TeacherAssistantLoss):
     the assistant's answers (`integrate_teachers`) on every selected row.
     """
 
-    def __init__(self, *, integration: str, temperature: float) -> None:
+    def __init__(self, *, integration: str, temperature: float, mc_samples: int = 0) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         if integration not in INTEGRATIONS:
@@ -93,6 +98,7 @@ class IntegratedTeachersLoss(TeacherAssistantLoss):
         super().__init__(BothRouter(), kl_divergence)
         self.integration = integration
         self.temperature = temperature
+        self.mc_samples = mc_samples  # read by the trainer: dropout passes per answer
 
     def __call__(
         self,
@@ -101,12 +107,13 @@ class IntegratedTeachersLoss(TeacherAssistantLoss):
         assistant_logits: torch.Tensor,
         *,
         multilabel: bool = False,
+        uncertainties: Optional[Sequence[torch.Tensor]] = None,
     ) -> torch.Tensor:
         # The routed rows come twice: the teacher's side, then the assistant's.
         n = teacher_logits.shape[0]
         target = integrate_teachers(
             [teacher_logits, assistant_logits], integration=self.integration,
-            temperature=self.temperature, multilabel=multilabel,
+            temperature=self.temperature, multilabel=multilabel, uncertainties=uncertainties,
         )
         return kl_divergence(student_logits[:n], target, temperature=self.temperature, multilabel=multilabel)
 
@@ -271,17 +278,26 @@ def make_uhc_v1(kl: LossFn) -> TeacherAssistantLoss:
 
 
 @registry.dekd_losses("spacy-dekd.MUKI.v1")
-def make_muki_v1(integration: str = "soft", temperature: float = 5.0) -> TeacherAssistantLoss:
+def make_muki_v1(
+    integration: str = "soft", temperature: float = 5.0, uncertainty: str = "entropy", mc_samples: int = 8,
+) -> TeacherAssistantLoss:
     """MUKI (Li et al., 2022), in place of Eq. 7: each selected row learns
     from the most certain teacher's answer ("hard") or from the answers
-    weighted by relative certainty ("soft"), read from the entropy of each
-    teacher's prediction. MUKI also estimates uncertainty by Monte Carlo
-    dropout; not built here (several passes of each teacher per row).
+    weighted by relative certainty ("soft").
 
     integration (str): "hard" or "soft" (or "mean": equal weights).
     temperature (float): τ of the KL to the integrated prediction.
+    uncertainty (str): "entropy" of each teacher's prediction, or
+        "mc_dropout": the entropy of its mean prediction over `mc_samples`
+        passes with dropout on, computed once per example with its answer
+        (each teacher then costs 1 + mc_samples passes per answer).
     """
-    return IntegratedTeachersLoss(integration=integration, temperature=temperature)
+    if uncertainty not in ("entropy", "mc_dropout"):
+        raise ValueError(f"uncertainty must be 'entropy' or 'mc_dropout', got '{uncertainty}'.")
+    if uncertainty == "mc_dropout" and mc_samples < 2:
+        raise ValueError(f"mc_samples must be >= 2 for Monte Carlo dropout, got {mc_samples}.")
+    samples = mc_samples if uncertainty == "mc_dropout" else 0
+    return IntegratedTeachersLoss(integration=integration, temperature=temperature, mc_samples=samples)
 
 
 @registry.dekd_losses("spacy-dekd.DFA.v1")

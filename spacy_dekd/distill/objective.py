@@ -83,6 +83,13 @@ class DeKDObjective:
             self.selector.generator.set_state(state["selector"])
 
     @property
+    def mc_dropout_samples(self) -> int:
+        """Monte Carlo dropout passes the frozen models make per row to
+        estimate their uncertainty (MUKI); 0 for none.
+        """
+        return int(getattr(self.teacher_assistant, "mc_samples", 0))
+
+    @property
     def needs_assistant_hidden_states(self) -> bool:
         """Whether the loss reads the assistant's hidden states (DeKD's does not)."""
         return False
@@ -229,8 +236,12 @@ class DeKDObjective:
         else:
             assistant_logits = assistant.logits
         routed = torch.cat([plan.teacher_rows, plan.assistant_rows])
+        extra = {}
+        if self.mc_dropout_samples:
+            assert assistant is not None and teacher.uncertainty is not None and assistant.uncertainty is not None
+            extra["uncertainties"] = [teacher.uncertainty[t_pos], assistant.uncertainty]
         ta = self.teacher_assistant(
-            logits[routed], teacher_logits, assistant_logits, multilabel=self.multilabel
+            logits[routed], teacher_logits, assistant_logits, multilabel=self.multilabel, **extra
         )
         total = self.ce_weight * ce + self.ta_weight * ta
         terms = {"ce": float(ce.detach()), "ta": float(ta.detach())}

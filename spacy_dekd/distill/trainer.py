@@ -107,16 +107,28 @@ class Run:
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
 
 
-def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput:
+def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool, mc_samples: int = 0) -> TeacherOutput:
     """Outputs of a frozen pipe: a `transformer_textcat` gives logits and
     hidden states; any other spaCy text classifier gives the logits its
     probabilities stand for, and no hidden states: log p for exclusive
     classes (softmax(log p) = p), log p - log(1 - p) per label for
-    `textcat_multilabel` (sigmoid of it = p).
+    `textcat_multilabel` (sigmoid of it = p). With `mc_samples`, also each
+    row's uncertainty: the entropy of its mean prediction over that many
+    passes with dropout on (Monte Carlo dropout).
     """
     if isinstance(pipe, TransformerTextCategorizer):
         out = pipe.forward(docs, is_train=False, output_hidden_states=hidden)
-        return TeacherOutput(logits=out.logits.float(), hidden_states=out.hidden_states)
+        uncertainty = None
+        if mc_samples > 0:
+            with torch.no_grad():
+                samples = [pipe.forward(docs, is_train=False, mc_dropout=True).logits.float() for _ in range(mc_samples)]
+            uncertainty = mc_dropout_entropy(torch.stack(samples), multilabel=not pipe.exclusive_classes)
+        return TeacherOutput(logits=out.logits.float(), hidden_states=out.hidden_states, uncertainty=uncertainty)
+    if mc_samples > 0:
+        raise DistillationError(
+            f"Monte Carlo dropout needs a transformer_textcat, but '{pipe.name}' is a "
+            f"{type(pipe).__name__}: set the objective's uncertainty to \"entropy\"."
+        )
     if hidden:
         raise DistillationError(
             f"Layer alignment needs hidden states, but the teacher component "
@@ -127,6 +139,17 @@ def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool) -> TeacherOutput
     if isinstance(pipe, MultiLabel_TextCategorizer):
         return TeacherOutput(logits=probs.log() - (1 - probs).log())
     return TeacherOutput(logits=probs.log())
+
+
+def mc_dropout_entropy(samples: torch.Tensor, *, multilabel: bool) -> torch.Tensor:
+    """(K, n, C) logits of K dropout passes → (n,) entropy of the mean
+    prediction (summed binary entropies per label for multilabel).
+    """
+    if multilabel:
+        p = torch.sigmoid(samples).mean(0).clamp(1e-7, 1 - 1e-7)
+        return -(p * p.log() + (1 - p) * (1 - p).log()).sum(-1)
+    p = torch.softmax(samples, dim=-1).mean(0).clamp(min=1e-12)
+    return -(p * p.log()).sum(-1)
 
 
 def empty_output(pipe: Any, *, hidden: bool) -> ClassifierOutput:
@@ -267,10 +290,14 @@ class DistillTrainer:
         n_labelled = len(examples)
         examples = examples + unlabelled
         with_hidden = self.objective.needs_hidden_states
-        teacher = Frozen(self.teacher_pipe, OutputCache(len(examples), with_hidden=with_hidden))
+        mc = self.objective.mc_dropout_samples > 0
+        teacher = Frozen(self.teacher_pipe, OutputCache(len(examples), with_hidden=with_hidden, with_uncertainty=mc))
         assistant = None
         if self.assistant_pipe is not None and self.objective.uses_assistant:
-            assistant = Frozen(self.assistant_pipe, OutputCache(len(examples), with_hidden=self.objective.needs_assistant_hidden_states))
+            assistant = Frozen(
+                self.assistant_pipe,
+                OutputCache(len(examples), with_hidden=self.objective.needs_assistant_hidden_states, with_uncertainty=mc),
+            )
         params = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
         # Every rank starts from rank 0's weights, and draws its own dropout masks.
         self.world.broadcast_parameters(params)
@@ -674,14 +701,20 @@ class DistillTrainer:
         if rows.numel() == 0:
             return TeacherOutput(logits=like.detach().new_zeros((0, like.shape[1])))
 
+        mc_samples = self.objective.mc_dropout_samples
+
         def forward(corpus_ids: torch.Tensor) -> TeacherOutput:
             # Each rank answers its share of the missing rows; every cache gets all.
             share = corpus_ids[self.world.shard(corpus_ids.numel())]
             if share.numel() == 0:
-                out: Any = empty_output(frozen.pipe, hidden=hidden)
+                empty = empty_output(frozen.pipe, hidden=hidden)
+                uncertainty = empty.logits.new_zeros((0,)) if mc_samples else None
+                out = TeacherOutput(empty.logits, empty.hidden_states, uncertainty)
             else:
-                out = teacher_forward(frozen.pipe, docs_with_pairs([examples[i] for i in share.tolist()]), hidden=hidden)
-            return TeacherOutput(self.world.gather(out.logits), self.world.gather_list(out.hidden_states))
+                docs = docs_with_pairs([examples[i] for i in share.tolist()])
+                out = teacher_forward(frozen.pipe, docs, hidden=hidden, mc_samples=mc_samples)
+            uncertainty = None if out.uncertainty is None else self.world.gather(out.uncertainty)
+            return TeacherOutput(self.world.gather(out.logits), self.world.gather_list(out.hidden_states), uncertainty)
 
         return frozen.cache.get(ids[rows.cpu()], forward)
 

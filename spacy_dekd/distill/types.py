@@ -97,6 +97,9 @@ class TeacherOutput:
 
     logits: torch.Tensor  # (q, C)
     hidden_states: Optional[List[torch.Tensor]] = None  # L x (q, d)
+    # Per row, the entropy of the mean prediction over Monte Carlo dropout
+    # passes, when the objective asks for it (MUKI).
+    uncertainty: Optional[torch.Tensor] = None  # (q,)
 
 
 @dataclass

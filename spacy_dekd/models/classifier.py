@@ -309,7 +309,8 @@ class TransformerClassifierShim(ClassifierShim, PyTorchShim):
         return self.pad(self.encode(docs))
 
     def run(
-        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False
+        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False,
+        mc_dropout: bool = False,
     ) -> ClassifierOutput:
         """One forward pass over the docs: logits and, when asked, every layer's
         first-token state, with gradients when `is_train`.
@@ -328,7 +329,7 @@ class TransformerClassifierShim(ClassifierShim, PyTorchShim):
                 "nlp.initialize() or load a trained pipeline."
             )
         module = self._model
-        module.train(is_train)
+        module.train(is_train or mc_dropout)  # MC dropout: dropout on, no gradient
         encoded = self.encode(docs)
         max_tokens = CPU_PIECE_TOKENS if self.device.type == "cpu" else GPU_PIECE_TOKENS
         buckets = length_buckets([len(ids) for ids in encoded["input_ids"]], max_tokens)

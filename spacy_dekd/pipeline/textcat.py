@@ -124,13 +124,14 @@ class TransformerTextCategorizer(TrainablePipe):
         return get_shim(self.model)  # type: ignore[return-value]
 
     def forward(
-        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False
+        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False,
+        mc_dropout: bool = False,
     ) -> ClassifierOutput:
         """Run the encoder once over the docs, in torch: logits (N, C) and,
         when asked, the first-token state of every layer. The distillation
         trainer uses this; spaCy's training loop goes through `update`.
         """
-        return self.shim.run(docs, is_train=is_train, output_hidden_states=output_hidden_states)
+        return self.shim.run(docs, is_train=is_train, output_hidden_states=output_hidden_states, mc_dropout=mc_dropout)
 
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
         """Class probabilities for a batch of docs, without modifying them.

@@ -68,3 +68,29 @@ def test_a_resumed_ksm_run_ends_as_the_uninterrupted_one(models, toy_data, tmp_p
     picks = [(r["knowledge"], r["loss"]) for r in resumed["history"]]
     assert picks == [(r["knowledge"], r["loss"]) for r in whole["history"]]
     assert len({r["knowledge"] for r in whole["history"]}) > 1
+
+
+def test_muki_with_mc_dropout_asks_each_teacher_once_per_example(models, toy_data, tmp_path, monkeypatch):
+    import spacy_dekd.distill.trainer as trainer_module
+
+    calls = []
+    original = trainer_module.teacher_forward
+
+    def counting(pipe, docs, *, hidden, mc_samples=0):
+        calls.append(mc_samples)
+        out = original(pipe, docs, hidden=hidden, mc_samples=mc_samples)
+        assert out.uncertainty is not None and out.uncertainty.shape == (len(docs),)
+        assert bool((out.uncertainty >= 0).all()) and bool((out.uncertainty <= 0.7 + 1e-6).all())  # ≤ ln 2
+        return out
+
+    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    over = overrides(toy_data, models["narrow"], **{
+        "distillation.objective.teacher_assistant.uncertainty": "mc_dropout",
+        "distillation.objective.teacher_assistant.mc_samples": 3,
+    })
+    metrics = distill(
+        str(models["teacher"]), ROOT / "configs" / "muki.cfg", tmp_path / "out",
+        assistant_path=str(models["assistant"]), overrides=over,
+    )
+    assert set(calls) == {3}
+    assert metrics["teacher_forward_passes"] == metrics["assistant_forward_passes"] == metrics["examples"]

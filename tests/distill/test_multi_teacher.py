@@ -292,3 +292,32 @@ def test_ksm_settings_are_checked():
         make_ksm_v1(gamma=1.5, **kwargs)
     with pytest.raises(ValueError, match="feedback_size must be >= 1"):
         make_ksm_v1(feedback_size=0, **kwargs)
+
+
+def test_given_uncertainties_replace_the_entropy():
+    # The assistant is the more certain of row 0 by MC dropout, though not by entropy.
+    t, a = torch.tensor(TEACHER), torch.tensor(ASSISTANT)
+    hard = integrate_teachers([t, a], integration="hard", uncertainties=[torch.tensor([0.9, 0.1]), torch.tensor([0.3, 0.2])])
+    assert hard.tolist() == [ASSISTANT[0], TEACHER[1]]
+    soft = integrate_teachers([t, a], integration="soft", uncertainties=[torch.tensor([0.9, 0.1]), torch.tensor([0.3, 0.2])])
+    w_t = (1 / 0.9) / (1 / 0.9 + 1 / 0.3)  # 0.25
+    p = [w_t * x + (1 - w_t) * y for x, y in zip(softmax(TEACHER[0]), softmax(ASSISTANT[0]))]
+    assert softmax(soft[0].tolist()) == pytest.approx(p, rel=1e-5)
+
+
+def test_mc_dropout_entropy_is_the_entropy_of_the_mean_prediction():
+    from spacy_dekd.distill.trainer import mc_dropout_entropy
+
+    samples = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]])  # 3 passes, 1 row
+    mean = [sum(softmax(s[0])[c] for s in samples.tolist()) / 3 for c in range(2)]
+    assert float(mc_dropout_entropy(samples, multilabel=False)[0]) == pytest.approx(entropy(mean), rel=1e-6)
+    assert float(mc_dropout_entropy(samples, multilabel=False)[0]) == pytest.approx(math.log(2), rel=1e-6)  # symmetric
+
+
+def test_muki_mc_dropout_settings():
+    muki = make_muki_v1(uncertainty="mc_dropout", mc_samples=4)
+    assert muki.mc_samples == 4 and make_muki_v1().mc_samples == 0
+    with pytest.raises(ValueError, match="uncertainty must be 'entropy' or 'mc_dropout'"):
+        make_muki_v1(uncertainty="variance")
+    with pytest.raises(ValueError, match="mc_samples must be >= 2"):
+        make_muki_v1(uncertainty="mc_dropout", mc_samples=1)
