@@ -13,7 +13,7 @@ Each term is a pure torch function, unit-tested against a hand computation.
 Where a method is simplified here, its builder's docstring says how.
 """
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -242,20 +242,34 @@ class MultiTeacherObjective(DeKDObjective):
         teacher_head: Optional[nn.Module] = None,
     ) -> LossTerms:
         if assistant is None or assistant.hidden_states is None or teacher.hidden_states is None or student.hidden_states is None:
-            raise ValueError(f"{self.method.upper()} needs the hidden states of the student, the teacher and the assistant.")
-        assert self.features is not None
-        logits = student.logits
-        ce = self.cross_entropy(logits, gold, multilabel=self.multilabel, mask=gold_mask)
+            raise ValueError(f"{self.name} needs the hidden states of the student, the teacher and the assistant.")
+        ce = self.cross_entropy(student.logits, gold, multilabel=self.multilabel, mask=gold_mask)
         rows = plan.teacher_rows  # = the assistant's rows = the selected rows
         t_pos = _positions(plan.teacher_query, rows)
-        routed = torch.cat([rows, plan.assistant_rows])
-        kd = self.teacher_assistant(logits[routed], teacher.logits[t_pos], assistant.logits, multilabel=self.multilabel)
-        feature = self.features(
-            student.hidden_states[-1][rows], [teacher.hidden_states[-1][t_pos], assistant.hidden_states[-1]]
+        transfer, terms = self.transfer(
+            student.logits[rows], student.hidden_states[-1][rows],
+            TeacherOutput(teacher.logits[t_pos], [h[t_pos] for h in teacher.hidden_states]), assistant,
         )
-        total = self.ce_weight * ce + self.ta_weight * kd + self.feature_weight * feature
-        terms = {"ce": float(ce.detach()), "ta": float(kd.detach()), "da": float(feature.detach())}
-        return LossTerms(total=total, terms=terms)
+        return LossTerms(total=self.ce_weight * ce + transfer, terms={"ce": float(ce.detach()), **terms})
+
+    @property
+    def name(self) -> str:
+        return self.method.upper()
+
+    def transfer(
+        self, logits: torch.Tensor, features: torch.Tensor, teacher: TeacherOutput, assistant: TeacherOutput,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """What the selected rows learn from the two teachers: λ2·KL + λ3·(the
+        feature term), and the terms for the log. logits (k, C) and
+        features (k, d_s) are the student's on those rows; teacher and
+        assistant answer the same rows, in order.
+        """
+        assert self.features is not None and teacher.hidden_states is not None and assistant.hidden_states is not None
+        routed = torch.cat([logits, logits])  # the teacher's side, then the assistant's
+        kd = self.teacher_assistant(routed, teacher.logits, assistant.logits, multilabel=self.multilabel)
+        feature = self.features(features, [teacher.hidden_states[-1], assistant.hidden_states[-1]])
+        terms = {"ta": float(kd.detach()), "da": float(feature.detach())}
+        return self.ta_weight * kd + self.feature_weight * feature, terms
 
 
 def _check_weights(**weights: float) -> None:
@@ -477,37 +491,25 @@ class KSMObjective(MultiTeacherObjective):
         policy.reward.fill_(float("nan"))
         return action
 
-    def __call__(
-        self,
-        student: ClassifierOutput,
-        gold: torch.Tensor,
-        plan: QueryPlan,
-        teacher: TeacherOutput,
-        assistant: Optional[TeacherOutput],
-        *,
-        gold_mask: Optional[torch.Tensor] = None,
-        teacher_head: Optional[nn.Module] = None,
-    ) -> LossTerms:
-        if assistant is None or assistant.hidden_states is None or teacher.hidden_states is None or student.hidden_states is None:
-            raise ValueError("KSM needs the hidden states of the student, the teacher and the assistant.")
-        assert self.features is not None
-        logits = student.logits
-        ce = self.cross_entropy(logits, gold, multilabel=self.multilabel, mask=gold_mask)
-        rows = plan.teacher_rows
-        t_pos = _positions(plan.teacher_query, rows)
+    @property
+    def name(self) -> str:
+        return "KSM"
+
+    def transfer(
+        self, logits: torch.Tensor, features: torch.Tensor, teacher: TeacherOutput, assistant: TeacherOutput,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """λ2·(the one kind of knowledge the policy picks for this step)."""
+        assert self.features is not None and teacher.hidden_states is not None and assistant.hidden_states is not None
         action = self.choose(logits)
         kind = KNOWLEDGE[action]
-        if kind == "teacher_logits":
-            term = self.kl(logits[rows], teacher.logits[t_pos], multilabel=self.multilabel)
-        elif kind == "assistant_logits":
-            term = self.kl(logits[rows], assistant.logits, multilabel=self.multilabel)
+        if kind in ("teacher_logits", "assistant_logits"):
+            target = teacher.logits if kind == "teacher_logits" else assistant.logits
+            term = self.kl(logits, target, multilabel=self.multilabel)
         else:
             j = 0 if kind == "teacher_hidden" else 1
-            h = teacher.hidden_states[-1][t_pos] if j == 0 else assistant.hidden_states[-1]
-            term = layer_alignment([student.hidden_states[-1][rows]], [h], projections=[self.features.projections[j]], reduction="mean")
-        total = self.ce_weight * ce + self.ta_weight * term
-        terms = {"ce": float(ce.detach()), "ta": float(term.detach()), "knowledge": float(action)}
-        return LossTerms(total=total, terms=terms)
+            h = (teacher, assistant)[j].hidden_states[-1]  # type: ignore[index]
+            term = layer_alignment([features], [h], projections=[self.features.projections[j]], reduction="mean")
+        return self.ta_weight * term, {"ta": float(term.detach()), "knowledge": float(action)}
 
 
 @registry.dekd_losses("spacy-dekd.KSM.v1")
