@@ -51,6 +51,9 @@ setup(
             "spacy-dekd.DatasetCorpus.v1 = spacy_dekd.corpus:create_dataset_corpus_v1",
             "spacy-dekd.DocBinCorpus.v1 = spacy_dekd.corpus:create_docbin_corpus_v1",
         ],
+        "spacy_loggers": [
+            "spacy-dekd.ProgressLogger.v1 = spacy_dekd.loggers:progress_logger_v1",
+        ],
         "spacy_scorers": [
             "spacy-dekd.textcat_scorer.v1 = spacy_dekd.pipeline.scorer:make_textcat_scorer_v1",
         ],

@@ -21,6 +21,8 @@ from spacy.tokens import DocBin
 
 from spacy_dekd.corpus import DatasetCorpus
 
+from evaluate import named_pipelines  # scripts/ is on the path
+
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -50,13 +52,17 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help=".spacy file with the texts, or a csv/tsv/json(l)/parquet file")
     parser.add_argument("--text-field", default="text", help="for a file other than .spacy")
-    parser.add_argument("pipelines", nargs="+", help="name=path, the first is the reference")
+    parser.add_argument("pipelines", nargs="+", help="name=path (name?=path: skipped if missing), the first is the reference")
     parser.add_argument("--n-texts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
+    named, error = named_pipelines(args.pipelines)
+    if error:
+        print(f"✘ {error}", file=sys.stderr)
+        return 1
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
     if args.data.suffix == ".spacy":
@@ -67,8 +73,7 @@ def main(argv: List[str]) -> int:
     texts = texts[: args.n_texts]
     pipelines = {}
     results: Dict[str, Dict] = {}
-    for item in args.pipelines:
-        name, _, path = item.partition("=")
+    for name, path in named:
         nlp = spacy.load(path)
         pipelines[name] = nlp
         results[name] = {"path": path, **describe(nlp), "size_mb": dir_size(Path(path)) / 1e6}

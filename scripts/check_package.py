@@ -2,9 +2,11 @@
 
 The environment starts empty: it gets torch (the CPU build, pinned), the
 pipeline package, and spacy-dekd from the wheel in `--find-links`; then a
-new interpreter loads the pipeline by name and classifies a sentence.
+new interpreter loads the pipeline by name and classifies a text: the first
+of `--text-from` (any file spacy-dekd.DatasetCorpus.v1 reads), or `--text`.
 
-    python scripts/check_package.py packages/en_dekd_movies-0.1.0 --find-links packages/wheels
+    python scripts/check_package.py packages/en_dekd_textcat-0.1.0 --find-links packages/wheels \\
+        --text-from corpus/movies/test.jsonl
 """
 import argparse
 import subprocess
@@ -17,11 +19,26 @@ from typing import List
 TORCH = "torch==2.13.0"
 
 
+def first_text(path: Path, text_field: str) -> str:
+    import spacy
+
+    from spacy_dekd.corpus import DatasetCorpus
+
+    corpus = DatasetCorpus(path, text_field=text_field, label_field=None, limit=1)
+    return next(iter(corpus(spacy.blank("en")))).reference.text
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package_dir", type=Path, help="the folder `spacy package` wrote")
     parser.add_argument("--find-links", type=Path, required=True, help="folder with the spacy-dekd wheel")
+    parser.add_argument("--text", default="A warm, funny and moving film.", help="the text to classify")
+    parser.add_argument("--text-from", type=Path, default=None, help="classify the first text of this file instead")
+    parser.add_argument("--text-field", default="text", help="with --text-from")
     args = parser.parse_args(argv)
+    text = args.text
+    if args.text_from is not None:
+        text = first_text(args.text_from, args.text_field)
     dist = args.package_dir / "dist"
     # A wheel installs as it is; an sdist is built into one first.
     archives = sorted(dist.glob("*.whl")) or sorted(dist.glob("*.tar.gz"))
@@ -36,7 +53,7 @@ def main(argv: List[str]) -> int:
         steps = [
             pip + [TORCH],
             pip + ["--find-links", str(args.find_links.resolve()), str(archives[-1].resolve())],
-            [python, "-c", f"import spacy; nlp = spacy.load({name!r}); doc = nlp('A warm, funny and moving film.'); "
+            [python, "-c", f"import spacy; nlp = spacy.load({name!r}); doc = nlp({text!r}); "
                            "print(nlp.pipe_names, {k: round(v, 3) for k, v in doc.cats.items()})"],
         ]
         for cmd in steps:

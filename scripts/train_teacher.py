@@ -1,40 +1,73 @@
-"""Fine-tune the teacher with `spacy train`, its schedule set by the size of
-the training data: `--epochs` passes over it, counted in steps, so that the
-last step is the one scored and saved as model-best (spaCy's loop scores
-every eval_frequency steps, and an epoch that ends between two evaluations
-is never scored), with a linear warmup over the first tenth (6 steps at least).
+"""Fine-tune the teacher with `spacy train`, its recipe chosen from the data.
 
-    python scripts/train_teacher.py configs/teacher.cfg training/teacher --epochs 1 \\
+    python scripts/train_teacher.py configs/teacher.cfg training/teacher \\
+        [--epochs N] [--max-length L] [--check false] \\
         [any spacy train option or config override, e.g. --paths.train my.csv --gpu-id 0]
 
-About one epoch fits a teacher to a few thousand sentences on a CPU; more
-epochs help small data sets most (800 movie sentences: 87.8 % test after one).
+Before training it reads the training and dev data and says what it found:
+the classes and their shares (a label column with one class, or a dev set
+without a class of the training data, is an error), and the word-piece
+lengths: `--max-length 0` picks the shortest multiple of 32 that holds 95 %
+of the training texts (at most 256), and the texts cut at the chosen length
+are counted.
+
+The schedule, in steps of `[training.batcher] size` texts: spaCy scores the
+teacher once an epoch (`eval_frequency`, 10 to 200 steps) and keeps the best
+as model-best. The learning rate warms up over a tenth of the steps and
+decays to 0 at the ceiling, MAX_EPOCHS epochs but at least MIN_STEPS steps:
+small data needs many passes (800 texts are 25 steps an epoch; one epoch
+left a teacher at the majority class on two of three tasks), and the
+ceiling bounds the time. Training stops earlier once `patience` steps (two
+evaluations, and never fewer than MIN_STEPS) bring no better dev score.
+`--epochs N` trains N epochs instead, scored once an epoch, keeping the
+best. Imbalanced classes are weighed in the loss by the config's
+`class_weights = "balanced"`.
+
+Afterwards it scores model-best on dev once, writes the scores and a
+fingerprint of the dev data into its meta.json (`spacy distill` reuses them
+instead of scoring the teacher again), and stops with an error when the
+teacher is not worth distilling: within 2 points of always answering the
+majority class, or a class it (almost) never predicts. `--check false`
+keeps it anyway.
 """
 import argparse
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Sequence, Tuple
 
+import numpy
 import spacy
+import srsly
 from spacy import util
 from spacy.cli._util import parse_config_overrides
+from spacy.training import Example
 
-import spacy_dekd  # noqa: F401  (its readers)
+from spacy_dekd.distill.teacher_check import (
+    dev_scores,
+    gold_classes,
+    per_class_recall,
+    record_dev_scores,
+    weak_teacher,
+)
+
+MIN_STEPS = 100
+MAX_EPOCHS = 4
+PATIENCE_EVALS = 2
+LENGTH_COVER = 0.95
+LENGTH_CAP = 256
 
 
-def count_steps(config_path: Path, overrides: dict, epochs: float) -> int:
-    config = util.load_config(config_path, overrides=overrides, interpolate=True)
-    nlp = spacy.blank(config["nlp"]["lang"])
-    corpus = util.resolve_dot_names(config, [config["training"]["train_corpus"]])[0]
-    rows = sum(1 for _ in corpus(nlp))
-    if rows == 0:
-        raise ValueError(f"The training corpus of '{config_path}' is empty.")
-    size = config["training"]["batcher"]["size"]
-    if not isinstance(size, int):
-        raise ValueError("Use a fixed batcher size (spacy.batch_by_sequence.v1 with an int size) to count steps.")
-    return max(1, math.ceil(epochs * math.ceil(rows / size)))
+class DataError(Exception):
+    pass
+
+
+def truth(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+    return value.lower() in ("true", "1")
 
 
 def config_overrides(args: List[str]) -> List[str]:
@@ -50,26 +83,155 @@ def config_overrides(args: List[str]) -> List[str]:
     return out
 
 
+def read_corpora(config: Any) -> Tuple[List[Example], List[Example]]:
+    nlp = spacy.blank(config["nlp"]["lang"])
+    T = config["training"]
+    train, dev = util.resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
+    return list(train(nlp)), list(dev(nlp))
+
+
+def describe_classes(name: str, examples: Sequence[Example]) -> Counter:
+    """Count the gold classes and say so in one line."""
+    counts = Counter(gold_classes(examples))
+    n = sum(counts.values())
+    shares = ", ".join(f"{count} {label} ({count / n:.0%})" for label, count in counts.most_common())
+    print(f"ℹ {name}: {len(examples)} texts: {shares}")
+    return counts
+
+
+def check_classes(train: Counter, dev: Counter, label_field: str) -> None:
+    if not train:
+        raise DataError("The training data has no labelled text: check the label column (--vars.label_field).")
+    if len(train) < 2:
+        (label,) = train
+        raise DataError(
+            f"The label column '{label_field}' of the training data holds one class only ('{label}'): "
+            "a classifier needs two or more; check the column (--vars.label_field) and the file."
+        )
+    missing = sorted(set(train) - set(dev))
+    if missing:
+        raise DataError(
+            f"The dev data has no text of class(es) {missing}: the teacher cannot be scored or chosen on "
+            "them; put a share of each class into the dev file."
+        )
+
+
+def word_piece_lengths(config: Any, examples: Sequence[Example]) -> numpy.ndarray:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(config["components"]["textcat"]["model"]["name"]))
+    encoded = tokenizer([eg.text for eg in examples], truncation=False, verbose=False)["input_ids"]
+    return numpy.array([len(ids) for ids in encoded])
+
+
+def choose_max_length(lengths: numpy.ndarray) -> int:
+    """The shortest multiple of 32 holding LENGTH_COVER of the texts, at most LENGTH_CAP."""
+    cover = float(numpy.percentile(lengths, LENGTH_COVER * 100))
+    return int(min(LENGTH_CAP, max(32, 32 * math.ceil(cover / 32))))
+
+
+def schedule(n_rows: int, batch_size: int, epochs: float) -> Dict[str, int]:
+    """max_steps, eval_frequency, patience and warmup for `spacy train`."""
+    per_epoch = math.ceil(n_rows / batch_size)
+    if epochs:  # as many epochs as asked, scored once an epoch and at the end
+        max_steps = max(1, math.ceil(epochs * per_epoch))
+        every = min(per_epoch, max_steps)
+        while max_steps % every:
+            every -= 1
+        return {"max_steps": max_steps, "eval_frequency": every, "patience": 0, "warmup_steps": max(6, max_steps // 10)}
+    every = min(max(per_epoch, 10), 200)
+    max_steps = max(MAX_EPOCHS * per_epoch, MIN_STEPS)
+    max_steps = every * math.ceil(max_steps / every)  # the last step is scored
+    # spaCy stops at best step + patience: never before MIN_STEPS.
+    patience = max(PATIENCE_EVALS * every, MIN_STEPS)
+    return {"max_steps": max_steps, "eval_frequency": every, "patience": patience, "warmup_steps": max(6, max_steps // 10)}
+
+
+def check_teacher(output: Path, config: Any, dev: List[Example]) -> Tuple[Dict[str, Any], Any]:
+    """Score model-best on dev once, record it in its meta.json."""
+    best = output / "model-best"
+    nlp = spacy.load(best)
+    record = dev_scores(nlp, dev)
+    record_dev_scores(nlp, record)
+    meta_path = best / "meta.json"
+    meta = srsly.read_json(meta_path)
+    meta["spacy_dekd"] = nlp.meta["spacy_dekd"]
+    tmp = meta_path.with_suffix(".json.tmp")
+    srsly.write_json(tmp, meta)
+    tmp.replace(meta_path)
+    return record["scores"], nlp.get_pipe("textcat").labels
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training data (default 1)")
+    parser.add_argument("--epochs", type=float, default=0, help="train this many epochs; 0 (default): until dev stops improving")
+    parser.add_argument("--max-length", type=int, default=None, help="word pieces; 0: chosen from the data; default: the config's")
+    parser.add_argument("--check", type=truth, default=True, help="false: keep a teacher no better than the majority class")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_config_overrides(config_overrides(rest))
     try:
-        steps = count_steps(args.config, overrides, args.epochs)
-    except (OSError, ValueError) as err:
+        config = util.load_config(args.config, overrides=overrides, interpolate=True)
+        train, dev = read_corpora(config)
+        train_counts = describe_classes("Training data", train)
+        dev_counts = describe_classes("Dev data", dev)
+        label_field = config["corpora"]["train"].get("label_field", "label")
+        check_classes(train_counts, dev_counts, label_field)
+        lengths = word_piece_lengths(config, train)
+    except (OSError, ValueError, DataError) as err:
         print(f"✘ {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"ℹ Teacher: {steps} steps ({args.epochs:g} epochs), scored after the last", flush=True)
+    if args.max_length == 0:
+        max_length, how = choose_max_length(lengths), f"chosen to hold {LENGTH_COVER:.0%} of them, at most {LENGTH_CAP}"
+    else:
+        max_length = args.max_length or config["components"]["textcat"]["model"]["max_length"]
+        how = "as set"
+    cut = int((lengths > max_length).sum())
+    print(
+        f"ℹ Lengths: median {numpy.median(lengths):.0f}, 95th percentile {numpy.percentile(lengths, 95):.0f}, "
+        f"longest {lengths.max()} word pieces; max_length {max_length} ({how}): {cut} of {len(lengths)} texts are cut"
+    )
+    size = config["training"]["batcher"]["size"]
+    if not isinstance(size, int):
+        print("✘ Use a fixed batcher size (spacy.batch_by_sequence.v1 with an int size) to count steps.", file=sys.stderr)
+        return 1
+    plan = schedule(len(train), size, args.epochs)
+    if plan["patience"]:
+        print(
+            f"ℹ Teacher: {math.ceil(len(train) / size)} steps an epoch, scored every {plan['eval_frequency']}; "
+            f"stops when {plan['patience']} steps bring no better dev score, after {plan['max_steps']} at most",
+            flush=True,
+        )
+    else:
+        print(f"ℹ Teacher: {plan['max_steps']} steps ({args.epochs:g} epochs), scored every {plan['eval_frequency']}", flush=True)
     cmd = [
         sys.executable, "-m", "spacy", "train", str(args.config), "--output", str(args.output), *rest,
-        "--training.max_epochs", "0", "--training.max_steps", str(steps), "--training.eval_frequency", str(steps),
-        # 6 warmup steps at least (the 25-step default teacher's), a tenth of longer runs.
-        "--training.optimizer.learn_rate.warmup_steps", str(max(6, steps // 10)),
+        "--components.textcat.model.max_length", str(max_length),
+        "--training.max_epochs", "0", "--training.max_steps", str(plan["max_steps"]),
+        "--training.eval_frequency", str(plan["eval_frequency"]), "--training.patience", str(plan["patience"]),
+        "--training.optimizer.learn_rate.warmup_steps", str(plan["warmup_steps"]),
     ]
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    if code != 0:
+        return code
+    scores, labels = check_teacher(args.output, config, dev)
+    print(
+        f"ℹ Teacher on dev: accuracy {scores['cats_accuracy']:.3f}, macro F {scores['cats_macro_f']:.3f}, "
+        f"macro AUC {scores['cats_macro_auc']:.3f}; recall {per_class_recall(scores)}"
+    )
+    problem = weak_teacher(scores, dev, labels)
+    if problem and args.check:
+        print(
+            f"✘ The teacher in {args.output / 'model-best'} is not worth distilling: {problem}. Give it more "
+            "epochs (--epochs N; the workflow's --vars.teacher_epochs N), check the labels and class balance, "
+            "or keep it anyway with --check false (--vars.check_teacher false).",
+            file=sys.stderr,
+        )
+        return 1
+    if problem:
+        print(f"⚠ The teacher is kept although {problem} (--check false).")
+    return 0
 
 
 if __name__ == "__main__":

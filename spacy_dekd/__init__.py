@@ -8,7 +8,7 @@ same names are exposed as entry points, so `spacy.load` needs no import.
 """
 from .about import __version__
 from .registry import registry
-from . import corpus, distill, models, pipeline  # noqa: F401  (registers functions)
+from . import corpus, distill, loggers, models, pipeline  # noqa: F401  (registers functions)
 from .pipeline import TransformerTextCategorizer
 
 __all__ = ["__version__", "registry", "TransformerTextCategorizer"]

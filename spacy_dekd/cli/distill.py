@@ -116,10 +116,16 @@ def distill(
     if use_gpu >= 0 and allocator:  # before anything is put on the GPU, as spacy train does
         set_gpu_allocator(allocator)
     teacher = _load(teacher_path, "teacher")
-    assistant = _load(assistant_path, "assistant") if assistant_path else None
+    follow_teacher_lengths(config, teacher)
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
         T = resolve_distillation(nlp)
+    assistant = None
+    if assistant_path and not T["objective"].uses_assistant:
+        if world.is_main:
+            msg.info(f"The objective's router sends nothing to the assistant: '{assistant_path}' is not read.")
+    elif assistant_path:
+        assistant = _load(assistant_path, "assistant")
     if output_path is not None and world.is_main:
         msg.info(f"Saving to output directory: {output_path}")
     if T["seed"] is not None:
@@ -130,6 +136,26 @@ def distill(
     if output_path is not None and world.is_main:
         msg.good(f"Saved the student to {output_path / 'model-best'} and {output_path / 'model-last'}")
     return metrics
+
+
+def follow_teacher_lengths(config: Dict[str, Any], teacher: Any) -> None:
+    """`max_length = 0` in a student component's model: the length its
+    teacher component truncates at (`student_to_teacher`), so that a
+    workflow that chose the teacher's length from the data passes it on.
+    """
+    mapping = config["distillation"].get("student_to_teacher") or {}
+    for student_name, teacher_name in mapping.items():
+        model = config.get("components", {}).get(student_name, {}).get("model", {})
+        if model.get("max_length") != 0:
+            continue
+        pipe = teacher.get_pipe(teacher_name) if teacher_name in teacher.pipe_names else None
+        length = getattr(getattr(pipe, "shim", None), "max_length", None)
+        if not length:
+            raise DistillationError(
+                f"[components.{student_name}.model] max_length = 0 takes the teacher's, but the teacher "
+                f"component '{teacher_name}' has none: set max_length to a number of word pieces."
+            )
+        model["max_length"] = length
 
 
 def fail(message: str, code: int = 1) -> None:

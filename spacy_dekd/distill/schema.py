@@ -22,6 +22,7 @@ class ConfigSchemaDistill(BaseModel):
     temperature: confloat(gt=0) = Field(..., title="> 0: τ, for the KL terms that refer to it")  # type: ignore[valid-type]
     mixed_precision: StrictBool = Field(..., title="Autocast student, teacher and assistant (see TransformerClassifierShim.set_mixed_precision)")
     teacher_mixed_precision: StrictBool = Field(False, title="Autocast the teacher's and the assistant's forward passes alone")
+    check_teacher: StrictBool = Field(True, title="Stop when the teacher is no better than the majority class on dev (teacher_check.py)")
     student_to_teacher: Dict[StrictStr, StrictStr] = Field(..., title="Student component name to teacher component name")
     batcher: Callable = Field(..., title="Batcher for the training data")
     optimizer: Any = Field(..., title="The optimizer")

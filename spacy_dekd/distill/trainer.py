@@ -52,6 +52,7 @@ from .objective import DeKDObjective
 from .parallel import World
 from .rounds import QueryRounds, labelled_need
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
+from .teacher_check import dev_scores, stored_dev_scores, weak_teacher
 from .types import LossTerms, TeacherOutput
 
 logger = logging.getLogger("spacy_dekd")
@@ -373,14 +374,19 @@ class DistillTrainer:
         return create_evaluation_callback(self.nlp, dev_corpus, self.T["score_weights"])
 
     def _score_frozen(self, role: str, nlp: Language, dev: List[Example]) -> Dict[str, Any]:
-        """Score the teacher (or assistant) on dev before the first step: one
-        at chance has learned nothing, and a student would learn nothing
-        from it.
+        """The teacher's (or assistant's) dev scores before the first step:
+        those its meta.json holds for this very dev data, or one pass over
+        it. One at chance, or no better than the majority class (exclusive
+        classes; teacher_check.py), would teach the student nothing.
         """
-        scores = nlp.evaluate(dev)
+        scores = stored_dev_scores(nlp, dev)
+        source = " (from its meta.json)" if scores is not None else ""
+        if scores is None:
+            scores = dev_scores(nlp, dev)["scores"]
         auc, accuracy = scores.get("cats_macro_auc"), scores.get("cats_accuracy", scores.get("cats_score"))
-        shown = ", ".join(f"{name} {value:.3f}" for name, value in (("accuracy", accuracy), ("macro AUC", auc)) if value is not None)
-        self._say("info", f"The {role} on dev: {shown}")
+        named = (("accuracy", accuracy), ("macro F", scores.get("cats_macro_f")), ("macro AUC", auc))
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in named if value is not None)
+        self._say("info", f"The {role} on dev{source}: {shown}")
         if auc is not None and auc <= CHANCE_AUC:
             raise DistillationError(
                 f"The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy {accuracy:.2f}): it "
@@ -388,6 +394,16 @@ class DistillTrainer:
                 "untrained model as model-best: train it so that its last step is scored (configs/teacher.cfg "
                 "counts max_steps, and eval_frequency divides it)."
             )
+        pipe = self.teacher_pipe if role == "teacher" else self.assistant_pipe
+        problem = weak_teacher(scores, dev, pipe.labels) if _exclusive(pipe) else None
+        if problem and role == "teacher" and self.T["check_teacher"]:
+            raise DistillationError(
+                f"The teacher is not worth distilling: {problem}. Train it longer or weigh its classes "
+                "(scripts/train_teacher.py; the workflow's --vars.teacher_epochs), or distil it anyway "
+                "with --distillation.check_teacher false."
+            )
+        if problem:
+            self._say("warn", f"The {role} is weak: {problem}.")
         return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
 
     def _read_corpus(self, dot_name: str) -> List[Example]:
@@ -979,6 +995,13 @@ def _get_pipe(nlp: Language, name: str, role: str) -> Any:
     if name not in nlp.pipe_names:
         raise DistillationError(f"The {role} pipeline has no component '{name}' (it has {nlp.pipe_names}): fix student_to_teacher.")
     return nlp.get_pipe(name)
+
+
+def _exclusive(pipe: Any) -> bool:
+    """Whether a text classifier has exclusive classes (spaCy's textcat does)."""
+    if isinstance(pipe, TransformerTextCategorizer):
+        return pipe.exclusive_classes
+    return not isinstance(pipe, MultiLabel_TextCategorizer)
 
 
 def _first_line(err: Exception) -> str:

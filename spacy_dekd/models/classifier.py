@@ -72,7 +72,8 @@ def build_transformer_classifier_v1(
         None keeps them all.
     pooling (str): "first" (the [CLS] / <s> vector) or "mean".
     dropout (float): Dropout before the head.
-    max_length (int): Inputs are truncated to this many word pieces.
+    max_length (int): Inputs are truncated to this many word pieces. In a
+        student config of `spacy distill`, 0 takes the teacher's.
     mixed_precision (bool): Autocast: on a GPU in `mixed_precision_dtype`, on
         a CPU with bfloat16 instructions in bfloat16 (see `set_mixed_precision`).
     mixed_precision_dtype (str): "bfloat16" or "float16".
@@ -81,6 +82,11 @@ def build_transformer_classifier_v1(
     """
     if layers is not None:
         check_layers(layers, max(layers) + 1)
+    if max_length < 1:
+        raise ValueError(
+            f"max_length must be 1 or more, got {max_length} (0 stands for the teacher's "
+            "length in a student config of spacy distill, and nowhere else)."
+        )
     if mixed_precision_dtype not in ("bfloat16", "float16"):
         raise ValueError(
             f"mixed_precision_dtype must be 'bfloat16' or 'float16', got '{mixed_precision_dtype}'."

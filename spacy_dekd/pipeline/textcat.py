@@ -37,6 +37,7 @@ max_length = 128
 mixed_precision = false
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
+CLASS_WEIGHTS = (None, "balanced")
 
 
 @Language.factory(
@@ -46,6 +47,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
         "model": DEFAULT_MODEL,
         "exclusive_classes": True,
         "threshold": 0.5,
+        "class_weights": None,
         "scorer": {"@scorers": "spacy-dekd.textcat_scorer.v1"},
     },
     default_score_weights={"cats_accuracy": 0.5, "cats_macro_auc": 0.5, "cats_score": 0.0},
@@ -56,6 +58,7 @@ def make_transformer_textcat(
     model: Model[List[Doc], Floats2d],
     exclusive_classes: bool,
     threshold: float,
+    class_weights: Optional[str],
     scorer: Optional[Callable],
 ) -> "TransformerTextCategorizer":
     return TransformerTextCategorizer(
@@ -64,6 +67,7 @@ def make_transformer_textcat(
         name,
         exclusive_classes=exclusive_classes,
         threshold=threshold,
+        class_weights=class_weights,
         scorer=scorer,
     )
 
@@ -79,6 +83,11 @@ class TransformerTextCategorizer(TrainablePipe):
         cross-entropy) when True; independent classes (sigmoid, binary
         cross-entropy) when False.
     threshold (float): Multilabel cut-off used by the scorer.
+    class_weights (Optional[str]): "balanced" weighs each class's examples in
+        the training loss by n / (n_classes * n_class), counted in the
+        training examples at `initialize` (exclusive classes), so that a
+        minority class counts as much as the majority; None weighs every
+        example alike. The weights are saved with the component.
     scorer (Optional[Callable]): The scoring method.
     """
 
@@ -90,9 +99,14 @@ class TransformerTextCategorizer(TrainablePipe):
         *,
         exclusive_classes: bool = True,
         threshold: float = 0.5,
+        class_weights: Optional[str] = None,
         scorer: Optional[Callable] = score_transformer_textcat,
     ) -> None:
         install_extensions()
+        if class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"'{name}': class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}.")
+        if class_weights is not None and not exclusive_classes:
+            raise ValueError(f"'{name}': class_weights = {class_weights!r} needs exclusive_classes = true.")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -100,6 +114,9 @@ class TransformerTextCategorizer(TrainablePipe):
             "labels": [],
             "exclusive_classes": exclusive_classes,
             "threshold": threshold,
+            "class_weights": class_weights,
+            # Per label, in the order of `labels`; set by `initialize`.
+            "label_weights": None,
         }
         self.scorer = scorer
 
@@ -201,11 +218,15 @@ class TransformerTextCategorizer(TrainablePipe):
         eps = 1e-7
         n = max(len(examples), 1)
         if self.exclusive_classes:
-            loss = -(truths * xp.log(probs + eps)).sum() / n  # rows without gold are all 0
+            weights = self.cfg.get("label_weights")
+            # Each row weighed by its gold class's weight; rows without gold are all 0.
+            row_weights = (truths * xp.asarray(weights, dtype="f")).sum(-1, keepdims=True) if weights else not_missing
+            loss = -(row_weights * truths * xp.log(probs + eps)).sum() / n
+            d_logits = row_weights * (probs - truths) * not_missing / n
         else:
             bce = -(truths * xp.log(probs + eps) + (1 - truths) * xp.log(1 - probs + eps))
             loss = (bce * not_missing).sum() / n
-        d_logits = (probs - truths) * not_missing / n
+            d_logits = (probs - truths) * not_missing / n
         return float(loss), d_logits.astype("float32")
 
     def examples_to_truth(self, examples: List[Example]) -> Tuple[Floats2d, Floats2d]:
@@ -272,6 +293,8 @@ class TransformerTextCategorizer(TrainablePipe):
                 "labels in [initialize.components]."
             )
         self._validate_categories(list(islice(get_examples(), 100)))
+        if self.cfg["class_weights"] == "balanced":
+            self.cfg["label_weights"] = balanced_weights(get_examples(), self.labels)
         self.model.set_dim("nO", len(self.labels))
         self.model.initialize()
 
@@ -338,6 +361,19 @@ class TransformerTextCategorizer(TrainablePipe):
         return srsly.msgpack_dumps(
             {"cfg": srsly.json_dumps(self.cfg), "model": self.shim.to_bytes()}
         )
+
+
+def balanced_weights(examples: Iterable[Example], labels: Sequence[str]) -> List[float]:
+    """n / (n_classes * n_class) for each label, counted over the gold
+    classes of the examples; a label without examples weighs 1.
+    """
+    counts = dict.fromkeys(labels, 0)
+    for eg in examples:
+        for label, value in eg.reference.cats.items():
+            if value and label in counts:
+                counts[label] += 1
+    total = sum(counts.values())
+    return [total / (len(labels) * counts[label]) if counts[label] else 1.0 for label in labels]
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 import random
 import shutil
 
+import numpy
 import pytest
 import spacy
 import torch
@@ -323,3 +324,40 @@ def test_backprop_goes_through_the_shims_grad_scaler(bert_dir, toy_data):
     plain, scaled, overflow = grads
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, scaled))
     assert all(not g.any() for g in overflow) and any(g.any() for g in plain)
+
+
+def test_balanced_class_weights_weigh_the_loss_by_class(bert_dir):
+    """n / (n_classes * n_class), counted at initialize and saved; the loss
+    and its gradient are those of cross-entropy with each row weighed."""
+    nlp = make_nlp(bert_dir, class_weights="balanced")
+    rows = [("a good film", "positive")] * 6 + [("a bad film", "negative")] * 2
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"cats": {"positive": float(label == "positive"), "negative": float(label == "negative")}})
+        for text, label in rows
+    ]
+    nlp.initialize(lambda: examples)
+    pipe = nlp.get_pipe("textcat")
+    weights = dict(zip(pipe.labels, pipe.cfg["label_weights"]))
+    assert weights == pytest.approx({"positive": 8 / (2 * 6), "negative": 8 / (2 * 2)})
+    batch = [examples[0], examples[-1]]  # one positive, one negative
+    logits = [[0.3, -0.2], [1.0, 0.5]]
+    loss, d_logits = pipe.get_loss(batch, pipe.model.ops.asarray(logits, dtype="f"))
+    index = {label: i for i, label in enumerate(pipe.labels)}
+    torch_logits = torch.tensor(logits, requires_grad=True)
+    target = torch.tensor([index["positive"], index["negative"]])
+    expected = torch.nn.functional.cross_entropy(
+        torch_logits, target, weight=torch.tensor(pipe.cfg["label_weights"]), reduction="sum"
+    ) / 2
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert numpy.allclose(d_logits, torch_logits.grad.numpy(), atol=1e-6)
+    copy = make_nlp(bert_dir, class_weights="balanced")
+    copy.get_pipe("textcat").from_bytes(pipe.to_bytes())
+    assert copy.get_pipe("textcat").cfg["label_weights"] == pytest.approx(pipe.cfg["label_weights"])
+
+
+def test_class_weights_settings(bert_dir):
+    with pytest.raises(ValueError, match="class_weights must be one of"):
+        make_nlp(bert_dir, class_weights="inverse")
+    with pytest.raises(ValueError, match="needs exclusive_classes = true"):
+        make_nlp(bert_dir, class_weights="balanced", exclusive_classes=False)
