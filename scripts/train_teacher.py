@@ -190,7 +190,7 @@ def main(argv: List[str]) -> int:
     cut = int((lengths > max_length).sum())
     print(
         f"ℹ Lengths: median {numpy.median(lengths):.0f}, 95th percentile {numpy.percentile(lengths, 95):.0f}, "
-        f"longest {lengths.max()} word pieces; max_length {max_length} ({how}): {cut} of {len(lengths)} texts are cut"
+        f"longest {lengths.max()} word pieces; max_length {max_length} ({how}) cuts {cut} of {len(lengths)} texts"
     )
     size = config["training"]["batcher"]["size"]
     if not isinstance(size, int):
@@ -199,8 +199,8 @@ def main(argv: List[str]) -> int:
     plan = schedule(len(train), size, args.epochs)
     if plan["patience"]:
         print(
-            f"ℹ Teacher: {math.ceil(len(train) / size)} steps an epoch, scored every {plan['eval_frequency']}; "
-            f"stops when {plan['patience']} steps bring no better dev score, after {plan['max_steps']} at most",
+            f"ℹ Teacher: {math.ceil(len(train) / size)} steps an epoch, scored every {plan['eval_frequency']}; at most "
+            f"{plan['max_steps']} steps, fewer once {plan['patience']} steps bring no better dev score",
             flush=True,
         )
     else:
@@ -220,7 +220,8 @@ def main(argv: List[str]) -> int:
         f"ℹ Teacher on dev: accuracy {scores['cats_accuracy']:.3f}, macro F {scores['cats_macro_f']:.3f}, "
         f"macro AUC {scores['cats_macro_auc']:.3f}; recall {per_class_recall(scores)}"
     )
-    problem = weak_teacher(scores, dev, labels)
+    exclusive = config["components"]["textcat"].get("exclusive_classes", True)
+    problem = weak_teacher(scores, dev, labels) if exclusive else None
     if problem and args.check:
         print(
             f"✘ The teacher in {args.output / 'model-best'} is not worth distilling: {problem}. Give it more "

@@ -44,7 +44,7 @@ def progress_logger_v1(
             if info is not None:
                 log_table(info)
                 step = since_step = info["step"]
-                since = time.perf_counter()
+                since = last = time.perf_counter()
                 return
             step += 1
             now = time.perf_counter()

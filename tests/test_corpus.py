@@ -1,5 +1,6 @@
 """Readers: local files of every format to Examples with cats."""
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -126,3 +127,28 @@ def test_build_corpus_keeps_the_rest_of_train_as_unlabelled_text(tmp_path):
     assert (len(train), len(dev), len(test), len(unlabeled)) == (60, 500, 1000, 30)
     assert not set(unlabeled) & (set(train) | set(dev) | set(test))
     assert "neutral one" not in unlabeled  # zero scores are dropped everywhere
+
+
+def test_a_local_file_never_touches_the_network(tmp_path):
+    """Without the offline variables, reading a local jsonl makes no DNS
+    lookup (datasets' load_dataset resolved its builder on the hub)."""
+    import subprocess
+    import sys
+
+    data = write_jsonl([{"text": "a good film", "label": "positive"}], tmp_path / "local.jsonl")
+    code = (
+        "import socket, sys\n"
+        "calls = []\n"
+        "def refuse(*args, **kwargs):\n"
+        "    calls.append(args[:1])\n"
+        "    raise OSError('no network in this test')\n"
+        "socket.getaddrinfo = socket.create_connection = refuse\n"
+        "import spacy\n"
+        "from spacy_dekd.corpus import DatasetCorpus\n"
+        f"n = len(list(DatasetCorpus({str(data)!r})(spacy.blank('en'))))\n"
+        "print(n, calls)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "1 []"

@@ -65,7 +65,10 @@ def distill_cli(
     world = World()
     try:
         world, use_gpu = init_world(use_gpu)
-        setup_gpu(use_gpu, silent=not world.is_main)
+        try:
+            setup_gpu(use_gpu, silent=not world.is_main)
+        except ValueError as err:  # thinc: no CuPy, or no GPU it can reach
+            raise LaunchError(f"--gpu-id {use_gpu}: {str(err).splitlines()[0]}; run on the CPU without --gpu-id.") from err
         distill(
             teacher_model,
             student_config_path,
@@ -80,6 +83,11 @@ def distill_cli(
         if verbose:
             raise
         fail(str(err) if not world.distributed else f"[rank {world.rank}] {err}")
+    except RuntimeError as err:  # gloo / NCCL: the connection to a rank that died
+        if verbose or not world.distributed:
+            raise
+        where = f"; --resume continues from the last evaluation saved in {output_path}" if output_path else ""
+        fail(f"[rank {world.rank}] Another process of the run stopped ({str(err).strip().splitlines()[0][:160]}): its own message says why{where}.")
     except KeyboardInterrupt:
         where = f": --resume continues from the last evaluation saved in {output_path}" if output_path else ""
         fail(f"Interrupted{where}.", code=130)

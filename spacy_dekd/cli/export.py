@@ -9,6 +9,7 @@ all is written and checked: a failure leaves no half-written folder.
 """
 import contextlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -197,6 +198,8 @@ def _check_output(output: Path, force: bool) -> None:
         raise ExportError(f"The output '{output}' exists: choose a new folder, or pass --force to replace it.")
     if not output.parent.exists():
         raise ExportError(f"The folder '{output.parent}' for the output does not exist: create it first.")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise ExportError(f"Cannot write into '{output.parent}' (permission denied): choose an output in a folder you can write to.")
 
 
 @contextlib.contextmanager
@@ -206,8 +209,8 @@ def _staged(output: Path, force: bool) -> Iterator[Path]:
     """
     tmp = output.with_name(f".{output.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,12 +4,14 @@ the same source).
 
     python -m spacy init distill-config student.cfg --variant dekd_minilm --encoder PATH
 """
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 from spacy.cli._util import Arg, Opt, init_cli
+from thinc.api import Config
 from wasabi import msg
 
 from ..configs import config_text, names
@@ -38,16 +40,26 @@ def init_distill_config_cli(
         return
     if output_file.exists() and not force:
         fail(f"'{output_file}' exists: pass --force to overwrite it, or choose another file.")
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    output_file.write_text(text, encoding="utf8")
+    try:
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_text(text, encoding="utf8")
+    except OSError as err:
+        fail(f"Cannot write '{output_file}' ({err.strerror or err}): choose a path in a writable folder.")
     msg.good(f"Saved the '{variant}' config to {output_file}")
 
 
 def distill_config(variant: str, *, encoder: Optional[str] = None) -> str:
     """The text of a shipped config, with `paths.encoder` set if given."""
     text = config_text(variant)
-    if encoder is not None:
-        text, n = re.subn(r"^encoder = .*$", f'encoder = "{encoder}"', text, count=1, flags=re.M)
-        if n == 0:
-            raise ValueError(f"The '{variant}' config has no paths.encoder to set.")
+    if encoder is None:
+        return text
+    if "${" in encoder:
+        raise ValueError(f"--encoder '{encoder}' holds '${{', which a config reads as a reference to another setting: give the encoder's path or name.")
+    # A JSON string, '$' doubled: quotes, backslashes (C:\\models) and '$' stay as given.
+    value = json.dumps(encoder).replace("$", "$$")
+    text, n = re.subn(r"^encoder = .*$", lambda _: f"encoder = {value}", text, count=1, flags=re.M)
+    if n == 0:
+        raise ValueError(f"The '{variant}' config has no paths.encoder to set.")
+    if Config().from_str(text)["paths"]["encoder"] != encoder:
+        raise ValueError(f"--encoder '{encoder}' does not survive a round trip through the config: give the encoder's path or name.")
     return text

@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy
 import torch
@@ -114,8 +114,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 class Lock:
-    """`output/.lock`, holding the pid of the run that writes to the folder.
-    A lock whose process is gone is taken over.
+    """`output/.lock`, holding the pid of the run that writes to the folder
+    and when that process started. A lock whose process is gone, or whose
+    pid now belongs to a process started at another time, is taken over.
     """
 
     def __init__(self, output: Path) -> None:
@@ -125,37 +126,54 @@ class Lock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            pid = _read_pid(self.path)
-            if pid is not None and pid != os.getpid() and _alive(pid):
+            pid, started = _read_lock(self.path)
+            if pid is not None and pid != os.getpid() and _alive(pid, started):
                 raise OutputError(
-                    f"Another run (pid {pid}) is writing to '{self.path.parent}': wait for it "
-                    "to end, or choose another --output."
+                    f"Another run (pid {pid}) is writing to '{self.path.parent}': wait for it to end, "
+                    f"or, if no run uses the folder, delete its lock file '{self.path}'."
                 ) from None
             self.path.unlink(missing_ok=True)  # left by a run that died
             return self.acquire()
         with os.fdopen(fd, "w") as file_:
-            file_.write(str(os.getpid()))
+            file_.write(f"{os.getpid()} {_start_time(os.getpid()) or ''}".strip())
 
     def release(self) -> None:
-        if _read_pid(self.path) == os.getpid():
+        if _read_lock(self.path)[0] == os.getpid():
             self.path.unlink(missing_ok=True)
 
 
-def _read_pid(path: Path) -> Optional[int]:
+def _read_lock(path: Path) -> Tuple[Optional[int], Optional[str]]:
+    """The pid in a lock file and its process's start time, if recorded."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        parts = path.read_text().split()
+        return int(parts[0]), parts[1] if len(parts) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """When a process started, in clock ticks since boot (Linux's
+    /proc/PID/stat, field 22); None where there is no /proc.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: Optional[str] = None) -> bool:
+    """Whether the process that wrote the lock still runs: its pid is taken,
+    by a process that started when it did (where both are known).
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _start_time(pid)
+    return started is None or now is None or now == started
 
 
 def check_writable(output: Path) -> None:

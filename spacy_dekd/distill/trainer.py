@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import math
+import pickle
 import random
 import shutil
 import sys
@@ -426,6 +427,10 @@ class DistillTrainer:
         if not dot_name:
             return []
         examples = self._read_corpus(dot_name)
+        texts = [eg for eg in examples if eg.text.strip()]
+        if len(texts) < len(examples) and texts:
+            self._say("info", f"{len(examples) - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
+        examples = texts
         if not examples:
             raise DistillationError(
                 f"The unlabelled corpus '{dot_name}' ([distillation] unlabeled_corpus) is empty: "
@@ -588,7 +593,8 @@ class DistillTrainer:
         T = self.T
         log_step, finalize = self._setup_logger(run)
         started = time.perf_counter() - state.elapsed
-        stop = False
+        # A run resumed from its last step has no step left to take.
+        stop = bool(T["max_steps"]) and state.step >= T["max_steps"]
         try:
             while not stop and state.epoch < T["max_epochs"]:
                 if run.rounds is not None and run.rounds.round_of(state.epoch) == state.rounds_done:
@@ -919,7 +925,7 @@ class DistillTrainer:
                 "come from different steps; start a new --output."
             )
         self._set_dropout()
-        saved_optim = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+        saved_optim = _load_weights(ckpt / "optimizer.pt", device)
         # The optimizer holds the old parameter objects: point it at the new ones.
         run.params[:] = list(self.student_pipe.shim.module.parameters()) + list(self.extra_params)
         run.optimizer.param_groups[0]["params"] = run.params
@@ -941,7 +947,7 @@ class DistillTrainer:
 
             run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
             run.rounds.history = history
-        ranks = torch.load(ckpt / "rng.pt", weights_only=True)["ranks"]
+        ranks = _load_weights(ckpt / "rng.pt", device)["ranks"]
         same_world = len(ranks) == self.world.size
         rng = _rng_from_tensors(ranks[self.world.rank if same_world else 0])
         set_rng_state(rng)
@@ -995,6 +1001,19 @@ def _get_pipe(nlp: Language, name: str, role: str) -> Any:
     if name not in nlp.pipe_names:
         raise DistillationError(f"The {role} pipeline has no component '{name}' (it has {nlp.pipe_names}): fix student_to_teacher.")
     return nlp.get_pipe(name)
+
+
+def _load_weights(path: Path, device: torch.device) -> Dict[str, Any]:
+    """A checkpoint file through `torch.load(weights_only=True)`: tensors and
+    plain data only; anything else (a pickle that runs code) is refused.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise DistillationError(
+            f"Cannot resume: '{path}' is not a checkpoint weights file ({_first_line(err)[:120]}); "
+            "start a new --output."
+        ) from err
 
 
 def _exclusive(pipe: Any) -> bool:

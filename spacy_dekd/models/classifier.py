@@ -16,7 +16,7 @@ import srsly
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchShim, get_torch_default_device, torch2xp, xp2torch
+from thinc.api import Model, PyTorchGradScaler, PyTorchShim, get_torch_default_device, torch2xp, xp2torch
 from thinc.types import Floats2d
 
 from .pytorch import (
@@ -245,7 +245,10 @@ class TransformerClassifierShim(ClassifierShim, PyTorchShim):
         mixed_precision_dtype: str,
         tokenizer: Any = None,
     ) -> None:
-        super().__init__(module, mixed_precision=mixed_precision)
+        # Loss scaling is for float16 on a GPU alone: bfloat16 (and a CPU,
+        # where thinc's scaler refuses to run) needs none.
+        scaling = mixed_precision and mixed_precision_dtype == "float16" and get_torch_default_device().type == "cuda"
+        super().__init__(module, mixed_precision=mixed_precision, grad_scaler=PyTorchGradScaler(enabled=scaling))
         self.name = name
         self.layers = list(layers) if layers is not None else None
         self.pooling = pooling
@@ -399,6 +402,11 @@ class TransformerClassifierShim(ClassifierShim, PyTorchShim):
         self.tokenizer.save_pretrained(str(path))
         state = {k: v.detach().contiguous().cpu() for k, v in self._model.state_dict().items()}
         save_file(state, str(path / WEIGHTS_NAME))
+        # safetensors writes 0600: readable by others under the umask, as
+        # every other file of a saved pipeline is.
+        umask = os.umask(0)
+        os.umask(umask)
+        (path / WEIGHTS_NAME).chmod(0o666 & ~umask)
         srsly.write_json(path / SETTINGS_NAME, self.settings())
 
     def from_disk(self, path: Path) -> "TransformerClassifierShim":
@@ -411,6 +419,12 @@ class TransformerClassifierShim(ClassifierShim, PyTorchShim):
                 raise ValueError(
                     f"Cannot load the transformer classifier from '{path}': "
                     f"'{required}' is missing. Is this a pipeline saved by spacy_dekd?"
+                )
+            if not os.access(path / required, os.R_OK):
+                raise ValueError(
+                    f"Cannot load the transformer classifier from '{path}': permission denied "
+                    f"to read '{required}' (mode {(path / required).stat().st_mode & 0o777:o}): "
+                    "ask its owner to make it readable (chmod a+r)."
                 )
         try:
             settings = srsly.read_json(path / SETTINGS_NAME)

@@ -9,9 +9,13 @@ ReLU, and none pools by the mean. Mapping onto one would change the logits,
 so the folder carries its class, `modeling_spacy_dekd.py` (the encoder,
 first-token or mean pooling, dropout and one linear layer, as
 `TransformerClassifier`), registered through `auto_map`: it loads with
-`trust_remote_code=True`.
+`trust_remote_code=True`. Its `model_type` is its own ("spacy_dekd_bert",
+say), with a config class in the same file: without `trust_remote_code`,
+`from_pretrained` refuses the folder instead of building the stock class of
+the encoder's type with an untrained head.
 """
 import copy
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +26,7 @@ from .pytorch import TransformerClassifier
 
 MODELING_NAME = "modeling_spacy_dekd.py"
 CLASS_NAME = "DekdForSequenceClassification"
+CONFIG_NAME = "DekdConfig"
 
 MODELING_TEMPLATE = '''"""A text classifier exported by spacy-dekd (`spacy textcat-export --format hf`).
 
@@ -35,18 +40,23 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import {config_class} as EncoderConfig
+from transformers import {encoder_class} as Encoder
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
+class {config_name}(EncoderConfig):
+    model_type = "{model_type}"
+
+
 class {class_name}(PreTrainedModel):
-    config_class = EncoderConfig
+    config_class = {config_name}
     base_model_prefix = "encoder"
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: {config_name}) -> None:
         super().__init__(config)
-        self.encoder = AutoModel.from_config(config)
+        self.encoder = Encoder(config)
         self.dropout = nn.Dropout(config.dekd_dropout)
         self.head = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -92,25 +102,37 @@ def export_hf(module: TransformerClassifier, tokenizer: Any, labels: Sequence[st
         tokenizer's `model_max_length`, so that `truncation=True` matches.
     """
     config = copy.deepcopy(module.encoder.config)
-    config_class = type(config).__name__
-    if getattr(transformers, config_class, None) is not type(config):
-        raise ValueError(
-            f"The encoder's config class {config_class} is not one of transformers': only encoders "
-            "that transformers ships can be exported."
-        )
+    config_class, encoder_class = type(config).__name__, type(module.encoder).__name__
+    for name, cls in ((config_class, type(config)), (encoder_class, type(module.encoder))):
+        if getattr(transformers, name, None) is not cls:
+            raise ValueError(
+                f"The encoder's class {name} is not one of transformers': only encoders "
+                "that transformers ships can be exported."
+            )
+    model_type = f"spacy_dekd_{config.model_type}"
+    module_name = MODELING_NAME[:-3]
     config.architectures = [CLASS_NAME]
-    config.auto_map = {"AutoModelForSequenceClassification": f"{MODELING_NAME[:-3]}.{CLASS_NAME}"}
+    config.auto_map = {
+        "AutoConfig": f"{module_name}.{CONFIG_NAME}",
+        "AutoModelForSequenceClassification": f"{module_name}.{CLASS_NAME}",
+    }
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: i for i, label in enumerate(labels)}
     config.problem_type = "single_label_classification" if exclusive_classes else "multi_label_classification"
     config.dekd_pooling = module.pooling
     config.dekd_dropout = float(module.dropout.p)
-    config.save_pretrained(str(path))
+    settings = config.to_dict()
+    settings["model_type"] = model_type  # the stock type would load a stock class
+    (path / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf8")
     state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(str(path))
     (path / MODELING_NAME).write_text(
-        MODELING_TEMPLATE.format(config_class=config_class, class_name=CLASS_NAME), encoding="utf8"
+        MODELING_TEMPLATE.format(
+            config_class=config_class, encoder_class=encoder_class, config_name=CONFIG_NAME,
+            model_type=model_type, class_name=CLASS_NAME,
+        ),
+        encoding="utf8",
     )

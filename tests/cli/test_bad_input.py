@@ -40,7 +40,8 @@ CASES = {
     "selector ratio 0": (setting(**{"distillation.objective.selector.ratio": 0}), "(0, 1]"),
     "temperature 0": (setting(**{"distillation.temperature": 0}), "temperature must be > 0"),
     "eval_frequency 0": (setting(**{"distillation.eval_frequency": 0}), "eval_frequency"),
-    "max_epochs 0": (setting(**{"distillation.max_epochs": 0}), "no step to take"),
+    "max_epochs 0": (setting(**{"distillation.max_epochs": 0}), "max_epochs: Input should be greater than or equal to 1 (1 or more)"),
+    "max_epochs 0 with max_steps": (setting(**{"distillation.max_epochs": 0, "distillation.max_steps": 5}), "max_epochs: Input should be greater than or equal to 1"),
     "batcher size 0": (setting(**{"distillation.batcher.size": 0}), "no step to take"),
     "misspelt key": (setting(**{"distillation.max_epoch": 2}), "did you mean 'max_epochs'"),
     "unlabelled corpus not in the config": (

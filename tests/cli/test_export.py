@@ -47,7 +47,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 path, texts = sys.argv[1], json.loads(sys.argv[2])
 model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained(path)
+tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 with torch.no_grad():
     logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits
 print(json.dumps({"logits": logits.tolist(), "id2label": model.config.id2label}))
@@ -64,6 +64,17 @@ def test_hf_export_loads_without_spacy_and_gives_the_component_logits(pipeline, 
     expected = torch_logits(pipeline, batch)
     assert float((torch.tensor(loaded["logits"]) - expected).abs().max()) <= 1e-5
     assert loaded["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_hf_export_without_trust_remote_code_refuses_to_load(pipeline, tmp_path):
+    """Its model_type is its own: no stock class with an untrained head."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "hf"
+    textcat_export(str(pipeline), out, fmt="hf")
+    assert json.loads((out / "config.json").read_text())["model_type"].startswith("spacy_dekd_")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModelForSequenceClassification.from_pretrained(str(out))
 
 
 def test_onnx_export_equals_torch_at_any_batch_and_length(pipeline, toy_data, tmp_path):
@@ -159,7 +170,7 @@ def test_an_encoder_transformers_does_not_ship_is_refused(pipeline, tmp_path):
     pipe = spacy.load(pipeline).get_pipe("textcat")
     module = pipe.shim.module
     module.encoder.config = HomeMadeConfig(**module.encoder.config.to_dict())
-    with pytest.raises(ValueError, match="HomeMadeConfig is not one of transformers'"):
+    with pytest.raises(ValueError, match="class HomeMadeConfig is not one of transformers'"):
         export_hf(module, pipe.shim.tokenizer, pipe.labels, tmp_path, exclusive_classes=True, max_length=32)
 
 

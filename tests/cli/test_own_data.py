@@ -141,7 +141,7 @@ def test_train_teacher_reports_lengths_and_stops_a_majority_teacher(bert_dir, to
     args[1] = out
     result = script("train_teacher.py", *args)
     assert "ℹ Training data: 160 texts: 80 negative (50%), 80 positive (50%)" in result.stdout
-    assert "max_length 32 (chosen to hold 95% of them, at most 256): 1 of 160 texts are cut" in result.stdout
+    assert "max_length 32 (chosen to hold 95% of them, at most 256) cuts 1 of 160 texts" in result.stdout
     assert "3 steps (0.3 epochs)" in result.stdout
     meta = json.loads((out / "model-best" / "meta.json").read_text())
     assert meta["spacy_dekd"]["dev"]["fingerprint"]["examples"] == 40

@@ -162,6 +162,25 @@ def test_a_crashing_rank_fails_the_run(models, parallel_setup, tmp_path):
     assert "[rank 1] rank 1 fails at step 4" in result.stderr
 
 
+def test_a_rank_killed_is_named_in_one_line_by_the_others(models, parallel_setup, tmp_path):
+    cfg, over, _ = parallel_setup
+    kill = tmp_path / "kill.py"
+    kill.write_text(
+        "import os\n"
+        "from spacy_dekd.distill.trainer import DistillTrainer\n"
+        "step = DistillTrainer.step\n"
+        "def dying(self, run, batch_ids, i):\n"
+        "    if i == 3 and os.environ.get('RANK') == '1':\n"
+        "        os._exit(9)\n"
+        "    return step(self, run, batch_ids, i)\n"
+        "DistillTrainer.step = dying\n"
+    )
+    result = run(distill_cmd(models, cfg, tmp_path / "out", over, nproc=2, extra=["--code", str(kill)]), timeout=120)
+    assert result.returncode != 0
+    assert "[rank 0] Another process of the run stopped (" in result.stderr
+    assert "spacy_dekd/distill" not in result.stderr  # no traceback through the package
+
+
 def test_launch_errors_are_one_line(models, parallel_setup, tmp_path):
     cfg, over, _ = parallel_setup
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"}

@@ -361,3 +361,13 @@ def test_class_weights_settings(bert_dir):
         make_nlp(bert_dir, class_weights="inverse")
     with pytest.raises(ValueError, match="needs exclusive_classes = true"):
         make_nlp(bert_dir, class_weights="balanced", exclusive_classes=False)
+
+
+def test_mixed_precision_trains_on_a_cpu(bert_dir, toy_data):
+    """spacy train with mixed_precision = true (the MiniLM configs set it)
+    on a CPU: no float16 loss scaling, which thinc's scaler refuses there."""
+    nlp = make_nlp(bert_dir, model={"mixed_precision": True})
+    examples = list(DatasetCorpus(toy_data["train"])(nlp))[:8]
+    nlp.initialize(lambda: examples)
+    losses = nlp.get_pipe("textcat").update(examples, sgd=Adam(1e-3))
+    assert losses["textcat"] > 0
