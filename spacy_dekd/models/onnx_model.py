@@ -119,12 +119,15 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> No
 
 
 def session(model: bytes, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session; threads 0 lets it use every core."""
+    """An ONNX Runtime CPU session; threads 0 takes torch's thread count
+    (OMP_NUM_THREADS where it is set, else every core), so that one setting
+    holds for the whole pipeline.
+    """
     require_onnx(export=False)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
