@@ -131,7 +131,7 @@ def distill(
     assistant = None
     if assistant_path and not T["objective"].uses_assistant:
         if world.is_main:
-            msg.info(f"The objective's router sends nothing to the assistant: '{assistant_path}' is not read.")
+            print(color(f"ℹ The objective's router sends nothing to the assistant: '{assistant_path}' is not read.", fg="blue"))
     elif assistant_path:
         assistant = _load(assistant_path, "assistant")
     if output_path is not None and world.is_main:
