@@ -144,19 +144,25 @@ def test_a_run_killed_under_torchrun_resumes_to_the_uninterrupted_end(models, pa
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_a_crashing_rank_fails_the_run(models, parallel_setup, tmp_path):
-    cfg, over, _ = parallel_setup
-    crash = tmp_path / "crash.py"
-    crash.write_text(
+def rank_1_at_step_4(tmp_path, action):
+    """A --code file whose DistillTrainer.step does `action` on rank 1 at step 4."""
+    code = tmp_path / "rank1.py"
+    code.write_text(
         "import os\n"
         "from spacy_dekd.distill.trainer import DistillTrainer, DistillationError\n"
         "step = DistillTrainer.step\n"
         "def failing(self, run, batch_ids, i):\n"
         "    if i == 3 and os.environ.get('RANK') == '1':\n"
-        "        raise DistillationError('rank 1 fails at step 4')\n"
+        f"        {action}\n"
         "    return step(self, run, batch_ids, i)\n"
         "DistillTrainer.step = failing\n"
     )
+    return code
+
+
+def test_a_crashing_rank_fails_the_run(models, parallel_setup, tmp_path):
+    cfg, over, _ = parallel_setup
+    crash = rank_1_at_step_4(tmp_path, "raise DistillationError('rank 1 fails at step 4')")
     result = run(distill_cmd(models, cfg, tmp_path / "out", over, nproc=2, extra=["--code", str(crash)]), timeout=120)
     assert result.returncode != 0
     assert "[rank 1] rank 1 fails at step 4" in result.stderr
@@ -164,17 +170,7 @@ def test_a_crashing_rank_fails_the_run(models, parallel_setup, tmp_path):
 
 def test_a_rank_killed_is_named_in_one_line_by_the_others(models, parallel_setup, tmp_path):
     cfg, over, _ = parallel_setup
-    kill = tmp_path / "kill.py"
-    kill.write_text(
-        "import os\n"
-        "from spacy_dekd.distill.trainer import DistillTrainer\n"
-        "step = DistillTrainer.step\n"
-        "def dying(self, run, batch_ids, i):\n"
-        "    if i == 3 and os.environ.get('RANK') == '1':\n"
-        "        os._exit(9)\n"
-        "    return step(self, run, batch_ids, i)\n"
-        "DistillTrainer.step = dying\n"
-    )
+    kill = rank_1_at_step_4(tmp_path, "os._exit(9)")
     result = run(distill_cmd(models, cfg, tmp_path / "out", over, nproc=2, extra=["--code", str(kill)]), timeout=120)
     assert result.returncode != 0
     assert "[rank 0] Another process of the run stopped (" in result.stderr
