@@ -947,7 +947,7 @@ class DistillTrainer:
 
             run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
             run.rounds.history = history
-        ranks = _load_weights(ckpt / "rng.pt", device)["ranks"]
+        ranks = _load_weights(ckpt / "rng.pt", torch.device("cpu"))["ranks"]  # random states stay on the CPU
         same_world = len(ranks) == self.world.size
         rng = _rng_from_tensors(ranks[self.world.rank if same_world else 0])
         set_rng_state(rng)
