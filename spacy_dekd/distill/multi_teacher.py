@@ -12,7 +12,6 @@ row (`BothRouter`), and each method says how the student learns from the two.
 Each term is a pure torch function, unit-tested against a hand computation.
 Where a method is simplified here, its builder's docstring says how.
 """
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -467,9 +466,8 @@ class KSMObjective(MultiTeacherObjective):
         self.policy.dev_loss.fill_(dev_loss)
 
     def _state(self, logits: torch.Tensor) -> torch.Tensor:
-        n_classes = logits.shape[1]
-        scale = n_classes * math.log(2) if self.multilabel else math.log(n_classes)
-        uncertainty = float(entropy_score(logits.detach().float().cpu(), multilabel=self.multilabel).mean()) / scale
+        # entropy_score is already divided by log|Y| (log 2 per label): in [0, 1].
+        uncertainty = float(entropy_score(logits.detach().float().cpu(), multilabel=self.multilabel).mean())
         dev_loss = float(self.policy.dev_loss)
         return torch.tensor([uncertainty, dev_loss if dev_loss == dev_loss else 0.0], device=self.policy.actor.weight.device)
 

@@ -284,6 +284,18 @@ def test_ksm_reward_is_the_relative_dev_loss_improvement():
     assert not torch.equal(objective.policy.critic.bias.detach(), before)
 
 
+@pytest.mark.parametrize("multilabel,n_classes", [(False, 2), (False, 5), (True, 3)])
+def test_ksm_state_holds_the_normalised_entropy_once(multilabel, n_classes):
+    # Uniform predictions are the most uncertain: 1 for any number of classes
+    # (it was 1 / log C, normalised twice); confident ones are near 0.
+    objective = ksm(0)
+    objective.multilabel = multilabel
+    assert float(objective._state(torch.zeros(4, n_classes))[0]) == pytest.approx(1.0)
+    confident = torch.full((4, n_classes), -20.0)
+    confident[:, 0] = 20.0
+    assert float(objective._state(confident)[0]) < 1e-3
+
+
 def test_ksm_settings_are_checked():
     from spacy_dekd.distill.multi_teacher import make_ksm_v1
 
