@@ -3,7 +3,7 @@
 
 Each term is a pure torch function, unit-tested against a hand computation,
 and a registered builder in `dekd_losses` that fixes its settings. With
-`multilabel=True` the Bernoulli analogue is used per label (DESIGN.md,
+`multilabel=True` the Bernoulli analogue is used per label (docs/DESIGN.md,
 "Multilabel classes"): sigmoid instead of softmax, binary KL, summed over
 labels and averaged over examples, like binary cross-entropy.
 """
@@ -203,15 +203,20 @@ class LayerAlignmentLoss:
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got '{reduction}'.")
         self.layer_selector = layer_selector
+        self.multilabel = False  # the component's class mode, set by initialize
         self.n_layers = n_layers
         self.project = project
         self.reduction = reduction
         self.projections: Optional[nn.ModuleList] = None
 
     def initialize(
-        self, n_student_layers: int, student_width: int, teacher_width: int, n_teacher_layers: Optional[int] = None
+        self, n_student_layers: int, student_width: int, teacher_width: int, n_teacher_layers: Optional[int] = None,
+        *, multilabel: bool = False,
     ) -> List[nn.Parameter]:
-        """Fix M and create the projections. RETURNS: their parameters."""
+        """Fix M and the class mode, and create the projections. RETURNS:
+        their parameters.
+        """
+        self.multilabel = multilabel
         m = self.n_layers or n_student_layers
         if not 1 <= m <= n_student_layers:
             raise ValueError(
@@ -237,7 +242,7 @@ class LayerAlignmentLoss:
         return []
 
     def pick_layers(self, teacher_hidden: Sequence[torch.Tensor], head: Optional[nn.Module] = None) -> List[int]:
-        return self.layer_selector(teacher_hidden, self.n_layers, head=head)
+        return self.layer_selector(teacher_hidden, self.n_layers, head=head, multilabel=self.multilabel)
 
     def __call__(
         self,
@@ -307,6 +312,6 @@ def make_layer_alignment_v1(
     layer_selector (LayerSelector): From `dekd_selectors`.
     n_layers (Optional[int]): M; the student's number of layers when None.
     project (bool): Learn a d_s → d_t projection when the widths differ.
-    reduction (str): "sum" or "mean" over hidden dimensions (DESIGN.md).
+    reduction (str): "sum" or "mean" over hidden dimensions (docs/DESIGN.md).
     """
     return LayerAlignmentLoss(layer_selector, n_layers=n_layers, project=project, reduction=reduction)

@@ -4,7 +4,7 @@ from the assistant (Eq. 6), and which teacher layers the student aligns to
 
 All scores are computed on detached tensors: selection never carries a
 gradient. With multilabel logits, each label is a Bernoulli distribution
-[p, 1 - p]; scores are averaged over labels (DESIGN.md).
+[p, 1 - p]; scores are averaged over labels (docs/DESIGN.md).
 """
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -16,7 +16,7 @@ from ..registry import registry
 from .types import InstanceSelector, LayerSelector, Router
 
 
-# Scores: higher means "more informative" (DESIGN.md, Data selection).
+# Scores: higher means "more informative" (docs/DESIGN.md, Data selection).
 
 
 def _distribution(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -288,20 +288,23 @@ def pick_top_layers(scores: torch.Tensor, n_layers: int) -> List[int]:
 
 
 @registry.dekd_selectors("spacy-dekd.EntropyLayerSelector.v1")
-def make_entropy_layer_selector_v1(score: str = "logits", multilabel: bool = False) -> LayerSelector:
+def make_entropy_layer_selector_v1(score: str = "logits", multilabel: Optional[bool] = None) -> LayerSelector:
     """DeKD's dynamic choice of the M most informative teacher layers,
     recomputed every batch on the selected examples.
 
     score (str): "hidden" (the literal Eq. 8, entropy of the softmax over the
         hidden vector) or "logits" (entropy of the teacher head's prediction
-        from that layer). See DESIGN.md for why both exist.
-    multilabel (bool): For the "logits" score of a multilabel teacher.
+        from that layer). See docs/DESIGN.md for why both exist.
+    multilabel (Optional[bool]): Not read: the class mode is the component's
+        (exclusive_classes), passed at each call. Kept so that configs that
+        set it still resolve.
     """
     if score not in LAYER_SCORES:
         raise ValueError(f"score must be one of {LAYER_SCORES}, got '{score}'.")
 
     def select(
-        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None,
+        multilabel: bool = False,
     ) -> List[int]:
         if score == "hidden":
             scores = hidden_layer_scores(teacher_hidden)
@@ -319,7 +322,8 @@ def make_uniform_layer_selector_v1() -> LayerSelector:
     """Teacher layers round(i·L/M), i = 1..M (BERT-PKD "skip")."""
 
     def select(
-        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None,
+        multilabel: bool = False,
     ) -> List[int]:
         return uniform_layers(len(teacher_hidden), n_layers)
 
@@ -331,7 +335,8 @@ def make_last_layer_selector_v1() -> LayerSelector:
     """The last M teacher layers (BERT-PKD "last")."""
 
     def select(
-        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+        teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None,
+        multilabel: bool = False,
     ) -> List[int]:
         return last_layers(len(teacher_hidden), n_layers)
 

@@ -58,9 +58,13 @@ class Router(Protocol):
 @runtime_checkable
 class LayerSelector(Protocol):
     def __call__(
-        self, teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None
+        self, teacher_hidden: Sequence[torch.Tensor], n_layers: int, *, head: Optional[nn.Module] = None,
+        multilabel: bool = False,
     ) -> List[int]:
-        """L tensors (k, d) → M ascending indices into that list."""
+        """L tensors (k, d) → M ascending indices into that list. `head`: the
+        teacher's classification head; `multilabel`: the component's class
+        mode (not exclusive_classes), for a score read through the head.
+        """
 
 
 @dataclass
@@ -107,3 +111,55 @@ class LossTerms:
     total: torch.Tensor
     terms: Dict[str, float] = field(default_factory=dict)
     teacher_layers: Optional[List[int]] = None
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the loop (loop.py, prepare.py, rounds.py) reads of an objective:
+    `DeKDObjective` and the multi-teacher objectives give all of it. Its
+    requirements decide what the frozen models answer; its state is saved
+    with each checkpoint.
+    """
+
+    # Requirements: what each answer must carry, and who answers.
+    needs_hidden_states: bool  # the teacher's per-layer states
+    needs_assistant_hidden_states: bool
+    uses_assistant: bool
+    reads_logits: bool  # whether selection reads the student's predictions
+    mc_dropout_samples: int  # extra dropout passes per answer (an uncertainty per row)
+    feedback_size: int  # dev examples whose loss it hears after each step
+    multilabel: bool
+    cross_entropy: LossFn
+
+    def initialize(self, **dims: Optional[int]) -> List[nn.Parameter]:
+        """Class mode and widths (multilabel, n_student_layers, student_width,
+        teacher_width, n_teacher_layers, assistant_width). RETURNS: the
+        parameters that train with the student.
+        """
+
+    def projections(self) -> Optional[nn.Module]:
+        """Its trained modules, saved with each checkpoint."""
+
+    def rng_state(self) -> Dict[str, torch.Tensor]: ...
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None: ...
+
+    # Planning: the budget is sized from these before the first step.
+    def teacher_query_size(self, n: int) -> int: ...
+
+    def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]: ...
+
+    def query_rows(self, n: int, teacher_allowance: Optional[int] = None) -> int: ...
+
+    # A step: the plan, the answers it asked for, the loss.
+    def plan(self, student_logits: torch.Tensor, teacher_known: Optional[torch.Tensor] = None) -> QueryPlan: ...
+
+    def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan: ...
+
+    def select_queries(
+        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __call__(self, *args: object, **kwargs: object) -> LossTerms: ...
+
+    def feedback(self, dev_loss: float) -> None: ...

@@ -307,3 +307,23 @@ def test_dekd_aligning_teacher_rows_only_queries_the_teacher_for_those():
     assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="align_rows"):
         split_objective(2, "sum", align_rows="all")
+
+
+def test_the_layer_selector_follows_the_components_class_mode():
+    # Layer states whose head outputs rank differently under softmax over
+    # classes and under a sigmoid per label: a multilabel run must pick by
+    # the latter (it picked by softmax whatever the component was).
+    from spacy_dekd.distill.selectors import logit_layer_scores, make_entropy_layer_selector_v1, pick_top_layers
+
+    head = nn.Linear(4, 3)
+    for seed in range(100):
+        torch.manual_seed(seed)
+        hidden = [torch.randn(5, 4) * 3 for _ in range(6)]
+        by_mode = {m: pick_top_layers(logit_layer_scores(hidden, head, multilabel=m), 2) for m in (False, True)}
+        if by_mode[False] != by_mode[True]:
+            break
+    assert by_mode[False] != by_mode[True]
+    for multilabel in (False, True):
+        alignment = make_layer_alignment_v1(make_entropy_layer_selector_v1(score="logits"))
+        alignment.initialize(2, 4, 4, 6, multilabel=multilabel)
+        assert alignment.pick_layers(hidden, head=head) == by_mode[multilabel]
