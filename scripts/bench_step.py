@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from spacy import util
 
-from spacy_dekd.distill.trainer import DistillTrainer, resolve_distillation
+from spacy_dekd.distill import loop
+from spacy_dekd.distill.console import Console
+from spacy_dekd.distill.frozen import torch_module
+from spacy_dekd.distill.parallel import World
+from spacy_dekd.distill.prepare import prepare_run, resolve_distillation
 from spacy_dekd.models.classifier import CPU_PIECE_TOKENS, length_buckets
 
 
@@ -77,11 +81,10 @@ def main(argv: List[str]) -> int:
     config = util.load_config(args.config, overrides=overrides, interpolate=False)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     T = resolve_distillation(nlp)
-    trainer = DistillTrainer(nlp, teacher, None, T)
-    run = trainer.prepare()
-    pipe = trainer.student_pipe
+    run = prepare_run(nlp, teacher, None, T, world=World(), console=Console(), score_dev=False)
+    pipe = run.pipe
     # Each plain loop gets its own copy of the same starting weights.
-    plain_teacher = trainer.teacher_pipe.shim.module
+    plain_teacher = torch_module(run.teacher.pipe)
     plain = {}
     for name, max_tokens in (("plain PyTorch, one padded batch", None), ("plain PyTorch, same pieces", CPU_PIECE_TOKENS)):
         student = copy.deepcopy(pipe.shim.module)
@@ -96,7 +99,7 @@ def main(argv: List[str]) -> int:
         texts = [run.examples[i].reference.text for i in ids]
         gold = torch.tensor([labels.index(max(run.examples[i].reference.cats, key=run.examples[i].reference.cats.get)) for i in ids])
         start = time.perf_counter()
-        trainer.step(run, ids, step)
+        loop.step(run, ids, step)
         ours.append(time.perf_counter() - start)
         for p in plain.values():
             start = time.perf_counter()

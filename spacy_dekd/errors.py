@@ -17,6 +17,20 @@ class UserError(ValueError):
     """A mistake in the data or the settings; the message says what to change."""
 
 
+class DistillationError(Exception):
+    """A distillation run that cannot go on; the message is one actionable
+    line (`spacy distill` prints it and exits 1).
+    """
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One unwrapped line, so that the whole reason sits on it; exit 1
+    (`-V` shows the traceback instead).
+    """
+    sys.stderr.write(color("✘ " + message, fg="red") + "\n")
+    sys.exit(code)
+
+
 def one_line_user_errors() -> None:
     """Print an uncaught `UserError` as one line instead of a traceback."""
     previous = sys.excepthook

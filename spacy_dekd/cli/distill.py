@@ -30,7 +30,8 @@ from wasabi import color, msg
 
 from ..distill.checkpoint import OutputError, check_writable
 from ..distill.parallel import LaunchError, World, init_world
-from ..distill.trainer import DistillationError, resolve_distillation
+from ..distill.trainer import resolve_distillation
+from ..errors import DistillationError, fail
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
 (or any objective of spacy_dekd's registries). The student config has a
@@ -164,14 +165,6 @@ def follow_teacher_lengths(config: Dict[str, Any], teacher: Any) -> None:
                 f"component '{teacher_name}' has none: set max_length to a number of word pieces."
             )
         model["max_length"] = length
-
-
-def fail(message: str, code: int = 1) -> None:
-    """One unwrapped line, so that the whole reason sits on it; exit 1
-    (`-V` shows the traceback instead).
-    """
-    sys.stderr.write(color("✘ " + message, fg="red") + "\n")
-    sys.exit(code)
 
 
 def _load(path: str, role: str) -> Any:

@@ -15,7 +15,7 @@ from thinc.api import Config
 from wasabi import msg
 
 from ..configs import config_text, names
-from .distill import fail
+from ..errors import fail
 
 HELP = f"""Write a filled config for `spacy distill` (or, with --variant teacher,
 for `spacy train`). Variants: {', '.join(names())}."""

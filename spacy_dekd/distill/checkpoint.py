@@ -96,16 +96,6 @@ def _fsync(path: Path) -> None:
         os.fsync(file_.fileno())
 
 
-def make_readable(path: Path) -> None:
-    """Files as `spacy train` leaves them, readable by others under the
-    usual umask (safetensors writes its files 0600).
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-
-
 def write_json(path: Path, data: Any) -> None:
     """JSON with every float as Python writes it (repr: round-trips exactly;
     srsly rounds), so that a resumed run's history equals the one it left.
@@ -225,8 +215,11 @@ def corpus_fingerprint(texts: Iterable[str], labels: Iterable[Dict[str, float]])
 
 def pipe_sha256(pipe: Any) -> str:
     """A digest of a frozen pipe's weights: what `--resume` checks it against."""
-    if hasattr(pipe, "shim"):  # a transformer_textcat
+    shim = getattr(pipe, "shim", None)  # a transformer_textcat: torch or ONNX
+    if getattr(shim, "module", None) is not None:
         return module_sha256(pipe)
+    if getattr(shim, "model_bytes", None) is not None:
+        return hashlib.sha256(shim.model_bytes).hexdigest()
     return hashlib.sha256(pipe.to_bytes()).hexdigest()
 
 

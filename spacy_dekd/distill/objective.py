@@ -31,6 +31,10 @@ class DeKDObjective:
         rows routed to the teacher, which then sees no other row.
     """
 
+    # Dev examples whose loss the objective hears after each step (`feedback`);
+    # 0: it hears none (KSM's reward reads them).
+    feedback_size: int = 0
+
     def __init__(
         self,
         *,
@@ -72,15 +76,15 @@ class DeKDObjective:
         return self.selector.reads_logits or self.teacher_assistant.router.reads_logits
 
     def rng_state(self) -> Dict[str, torch.Tensor]:
-        """The states of the generators its parts draw from (a random
-        selector's), for an exact resume.
+        """The states of the generators its selector draws from (each
+        `torch.Generator` attribute, whatever its name), for an exact resume.
         """
-        generator = getattr(self.selector, "generator", None)
-        return {} if generator is None else {"selector": generator.get_state()}
+        return {_rng_key(name): g.get_state() for name, g in _generators(self.selector).items()}
 
     def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
-        if "selector" in state:
-            self.selector.generator.set_state(state["selector"])
+        for name, generator in _generators(self.selector).items():
+            if _rng_key(name) in state:
+                generator.set_state(state[_rng_key(name)])
 
     @property
     def mc_dropout_samples(self) -> int:
@@ -104,7 +108,7 @@ class DeKDObjective:
         self.multilabel = multilabel
         if self.alignment is None:
             return []
-        return self.alignment.initialize(n_student_layers, student_width, teacher_width, n_teacher_layers)
+        return self.alignment.initialize(n_student_layers, student_width, teacher_width, n_teacher_layers, multilabel=multilabel)
 
     def projections(self) -> Optional[nn.Module]:
         return None if self.alignment is None else self.alignment.projections
@@ -176,6 +180,11 @@ class DeKDObjective:
                     high = mid - 1
             k = low
         return k
+
+    def feedback(self, dev_loss: float) -> None:
+        """The student's loss on `feedback_size` dev examples after a step:
+        Eq. 10 does not listen (KSM's objective does).
+        """
 
     def select_queries(
         self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
@@ -261,6 +270,15 @@ class DeKDObjective:
         return LossTerms(total=total, terms=terms, teacher_layers=layers)
 
 
+def _generators(part: object) -> Dict[str, torch.Generator]:
+    return {name: value for name, value in sorted(vars(part).items()) if isinstance(value, torch.Generator)}
+
+
+def _rng_key(name: str) -> str:
+    # "selector" is the key checkpoints have held a selector's `generator` under.
+    return "selector" if name == "generator" else f"selector.{name}"
+
+
 def _positions(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Where each of `rows` sits in `query` (both ascending, rows ⊆ query)."""
     return torch.searchsorted(query, rows)
@@ -294,13 +312,13 @@ def make_dekd_v1(
         from them on the teacher's side of L_TA. Not in the paper, which
         shows the teacher's outputs to the selected rows only: it spends no
         extra teacher query, and it is what a data-efficient KD would do
-        with outputs it has already paid for. Measured in README.md.
+        with outputs it has already paid for. Measured in docs/RESULTS.md.
     align_rows (str): "selected": align over every selected row (Eq. 8–9
         as written), so the teacher sees all k of them; "teacher": only
         over the rows routed to the teacher, which halves the rows the
         teacher is asked about per batch.
     The argument defaults are the paper's; configs/dekd.cfg holds this
-    project's measured defaults (README.md).
+    project's measured defaults (docs/RESULTS.md).
     """
     for name, value in (("ce_weight", ce_weight), ("ta_weight", ta_weight), ("alignment_weight", alignment_weight)):
         if value < 0:

@@ -47,6 +47,49 @@ def labelled_need(objective: DeKDObjective, batch_sizes: List[int], n_epochs: in
     return min(n_labelled, per_epoch * n_epochs)
 
 
+@dataclass(frozen=True)
+class TeacherBudget:
+    """A run's teacher budget in answers: b·N rounded up, N counting labelled
+    and unlabelled examples; what the labelled batches may ask (`need`), and
+    what is left for the query rounds.
+
+    share (Optional[float]): [distillation] teacher_budget, in (0, 1]; None
+        for no cap.
+    """
+
+    share: Optional[float]
+    answers: Optional[int]
+    need: int
+
+    @classmethod
+    def create(
+        cls, share: Optional[float], objective: DeKDObjective, labelled_sizes: List[int], n_epochs: int,
+        n_labelled: int, n_examples: int,
+    ) -> "TeacherBudget":
+        """RAISES ValueError: the labelled batches alone may ask for more."""
+        answers = None if share is None else math.ceil(share * n_examples)
+        need = labelled_need(objective, labelled_sizes, n_epochs, n_labelled)
+        if answers is not None and answers < need:
+            raise ValueError(
+                f"teacher_budget = {share} allows {answers} teacher answers for "
+                f"{n_examples} examples, but the {n_labelled} labelled examples need up to "
+                f"{need} over {n_epochs} epochs (the rows of each batch the selector sends "
+                f"to the teacher): raise teacher_budget to at least {need / n_examples:.3f}, "
+                "or select fewer rows (a lower selector ratio)."
+            )
+        return cls(share, answers, need)
+
+    @property
+    def pool(self) -> Optional[int]:
+        """Teacher answers the query rounds may give in all."""
+        return None if self.answers is None else self.answers - self.need
+
+    def check(self, n_answers: int) -> None:
+        """At run time: the teacher never answers more than the budget."""
+        if self.answers is not None and n_answers > self.answers:
+            raise RuntimeError(f"The teacher answered {n_answers} examples, over its budget of {self.answers}.")
+
+
 @dataclass
 class QueryRounds:
     """The unlabelled examples of a run, who answered each, and the schedule.

@@ -63,6 +63,12 @@ def make_student_from_teacher_v1(
             )
         copy_labels(student, teacher)
         module = teacher.shim.module
+        if teacher.shim.runtime == "onnx":
+            raise ValueError(
+                f"spacy-dekd.StudentFromTeacher.v1 copies the teacher's torch layers, but the teacher "
+                f"component '{teacher.name}' is an ONNX export: distil from the torch pipeline it was made "
+                "from, or use spacy-dekd.StudentFromPretrained.v1."
+            )
         if module is None:
             raise ValueError("The teacher component is not trained: it has no weights.")
         n_teacher = module.n_layers

@@ -184,6 +184,9 @@ class ClassifierShim:
 
     tokenizer: Any
     max_length: int
+    # What runs the model: "torch" (trainable, hidden states, dropout) or
+    # "onnx" (logits alone).
+    runtime = "torch"
 
     def encode(self, docs: Sequence[Doc]) -> Dict[str, List[List[int]]]:
         """Word pieces of the docs (and of their `doc._.text_pair`), truncated

@@ -199,6 +199,8 @@ class OnnxClassifierShim(ClassifierShim, Shim):
     saved as `model.onnx`, the tokenizer's files and `classifier.json`.
     """
 
+    runtime = "onnx"
+
     def __init__(self, *, threads: int = 0) -> None:
         super().__init__(None)
         self.threads = threads
@@ -223,10 +225,18 @@ class OnnxClassifierShim(ClassifierShim, Shim):
         self.max_length = int(info["max_length"])
         self.info = dict(info)
 
-    def run(self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False) -> ClassifierOutput:
-        """Logits for the docs, in length pieces as the torch classifier runs them."""
-        if is_train or output_hidden_states:
-            raise ValueError("An ONNX classifier runs inference only: train or distil the torch pipeline it was made from.")
+    def run(
+        self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False, mc_dropout: bool = False,
+    ) -> ClassifierOutput:
+        """Logits for the docs, in length pieces as the torch classifier runs
+        them. The torch classifier's signature; training, hidden states and
+        Monte Carlo dropout are refused: the graph computes logits alone.
+        """
+        if is_train or output_hidden_states or mc_dropout:
+            raise ValueError(
+                "An ONNX classifier runs inference only (logits alone: no training, hidden states or "
+                "dropout): train or distil the torch pipeline it was made from."
+            )
         if self.session is None:
             raise ValueError("The ONNX classifier has no model: load a pipeline made by `spacy textcat-quantize`.")
         if not docs:

@@ -14,10 +14,13 @@ import torch
 from thinc.api import Config
 from transformers import AutoTokenizer
 
+import spacy_dekd.distill.frozen as frozen_module
+import spacy_dekd.distill.prepare as prepare_module
 import spacy_dekd.distill.trainer as trainer_module
 from spacy_dekd.cli.distill import distill
 from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.distill.cache import OutputCache
+from spacy_dekd.distill.output import RunOutput
 from spacy_dekd.distill.trainer import DistillationError
 from spacy_dekd.models import TransformerClassifierShim
 
@@ -96,14 +99,14 @@ def test_a_student_of_its_own_width_and_tokenizer_distils_from_a_bert_teacher(mo
 @pytest.mark.parametrize("reuse", [False, True])
 def test_teacher_is_queried_at_most_once_per_example(models, toy_data, tmp_path, monkeypatch, reuse):
     seen = {"teacher": [], "assistant": []}
-    original = trainer_module.teacher_forward
+    original = frozen_module.teacher_forward
 
     def counting(pipe, docs, **kwargs):
         role = "teacher" if pipe.shim.module.n_layers == 4 else "assistant"
         seen[role].extend(doc.text for doc in docs)
         return original(pipe, docs, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    monkeypatch.setattr(frozen_module, "teacher_forward", counting)
     metrics = distill(
         str(models["teacher"]),
         student_config(tmp_path),
@@ -170,7 +173,7 @@ def test_model_best_has_the_best_dev_score_and_ties_go_to_the_later_step(
 ):
     # As in spaCy's training loop: a checkpoint scoring at least the best so far is model-best.
     scores = iter(dev_scores)
-    monkeypatch.setattr(trainer_module, "create_evaluation_callback", lambda *args: lambda: (next(scores), {}))
+    monkeypatch.setattr(prepare_module, "create_evaluation_callback", lambda *args: lambda: (next(scores), {}))
     over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
     out = tmp_path / "out"
     metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
@@ -333,7 +336,7 @@ def test_a_full_disk_inside_torch_save_is_one_line_and_leaves_the_last_set(model
             raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed")
         return original(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
     out = tmp_path / "out"
     with pytest.raises(DistillationError, match="Cannot write to .* at step 6 .*file write failed"):
@@ -414,17 +417,17 @@ def test_a_resumed_run_ends_bit_identical_to_the_uninterrupted_one(models, toy_d
     teacher, assistant = str(models["teacher"]), str(models["assistant"])
     whole = distill(teacher, cfg, tmp_path / "whole", assistant_path=assistant, overrides=over)
 
-    original_save = trainer_module.DistillTrainer._save
+    original_save = RunOutput.save
 
     def save_then_die(self, run, state, *args):
         original_save(self, run, state, *args)
         if state.step == 8:
             raise KeyboardInterrupt  # killed right after the second evaluation
 
-    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", save_then_die)
+    monkeypatch.setattr(RunOutput, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over)
-    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", original_save)
+    monkeypatch.setattr(RunOutput, "save", original_save)
     resumed = distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over, resume=True)
     assert scores_and_losses(resumed) == scores_and_losses(whole)
     assert resumed["teacher_forward_passes"] == whole["teacher_forward_passes"]
@@ -608,3 +611,55 @@ def test_a_spacy_multilabel_bag_of_words_teacher_teaches_a_pretrained_student(mo
     student = spacy.load(tmp_path / "out" / "model-best")
     assert not student.get_pipe("textcat").exclusive_classes
     assert student.evaluate(list(DatasetCorpus(toy_data["dev"], multilabel=True)(student)))["cats_accuracy"] >= 0.9
+
+
+def test_an_int8_teacher_teaches_by_its_logits_and_says_what_it_cannot_do(models, toy_data, tmp_path):
+    """An ONNX (int8) teacher answers with logits: a student from a pretrained
+    encoder distils from it; copying its layers or aligning to its hidden
+    states is one line each (it was a wrong "not trained", an AttributeError
+    and a TypeError).
+    """
+    from spacy_dekd.cli.export import textcat_quantize
+
+    int8 = tmp_path / "int8"
+    textcat_quantize(str(models["teacher"]), int8, threads=1)
+    no_alignment = {"distillation.objective.alignment_weight": 0}
+    over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 1, **no_alignment})
+    cfg = student_config(tmp_path, from_pretrained=True, teacher_only=True)
+    metrics = distill(str(int8), cfg, tmp_path / "out", overrides=over)
+    assert metrics["steps"] > 0 and 0 < metrics["teacher_answers"] <= metrics["examples"]
+    with pytest.raises(DistillationError, match="is an ONNX export: distil from the torch pipeline"):
+        distill(str(int8), student_config(tmp_path, teacher_only=True), tmp_path / "copy", overrides=over)
+    aligned = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 1})
+    with pytest.raises(DistillationError, match="Layer alignment needs hidden states, but the teacher component 'textcat' is an ONNX"):
+        distill(str(int8), cfg, tmp_path / "aligned", overrides=aligned)
+
+
+def test_registered_callbacks_hear_each_step_and_evaluation(models, toy_data, tmp_path):
+    heard = []
+
+    @spacy.registry.callbacks("test.before_update.v1")
+    def before_update():
+        return lambda nlp, args: heard.append(("before", args["step"], args["epoch"]))
+
+    @spacy.registry.callbacks("test.after_step.v1")
+    def after_step():
+        return lambda nlp, record: heard.append(("step", record["step"], round(record["loss"], 6)))
+
+    @spacy.registry.callbacks("test.after_evaluate.v1")
+    def after_evaluate():
+        return lambda nlp, info: heard.append(("evaluate", info["step"], info["score"]))
+
+    over = overrides(toy_data, models["narrow"], **{
+        "distillation.max_steps": 4, "distillation.eval_frequency": 2,
+        "distillation.before_update": {"@callbacks": "test.before_update.v1"},
+        "distillation.after_step": {"@callbacks": "test.after_step.v1"},
+        "distillation.after_evaluate": {"@callbacks": "test.after_evaluate.v1"},
+    })
+    metrics = distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), tmp_path / "out", overrides=over)
+    losses = {r["step"]: round(r["loss"], 6) for r in metrics["history"]}
+    scores = {r["step"]: r["score"] for r in metrics["history"] if "score" in r}
+    assert heard == [
+        ("before", 0, 0), ("step", 1, losses[1]), ("before", 1, 0), ("step", 2, losses[2]), ("evaluate", 2, scores[2]),
+        ("before", 2, 0), ("step", 3, losses[3]), ("before", 3, 0), ("step", 4, losses[4]), ("evaluate", 4, scores[4]),
+    ]

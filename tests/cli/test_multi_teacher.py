@@ -48,22 +48,22 @@ def test_query_rounds_ask_both_teachers_and_count_the_budget_on_the_teacher(mode
 
 def test_a_resumed_ksm_run_ends_as_the_uninterrupted_one(models, toy_data, tmp_path, monkeypatch):
     # The policy, its generator and the step in flight come back with the checkpoint.
-    import spacy_dekd.distill.trainer as trainer_module
+    from spacy_dekd.distill.output import RunOutput
 
     over = overrides(toy_data, models["narrow"], **{"distillation.max_epochs": 2, "distillation.eval_frequency": 4})
     cfg, teacher, assistant = ROOT / "configs" / "ksm.cfg", str(models["teacher"]), str(models["assistant"])
     whole = distill(teacher, cfg, tmp_path / "whole", assistant_path=assistant, overrides=over)
-    original = trainer_module.DistillTrainer._save
+    original = RunOutput.save
 
     def save_then_die(self, run, state, *args):
         original(self, run, state, *args)
         if state.step == 8:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", save_then_die)
+    monkeypatch.setattr(RunOutput, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over)
-    monkeypatch.setattr(trainer_module.DistillTrainer, "_save", original)
+    monkeypatch.setattr(RunOutput, "save", original)
     resumed = distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over, resume=True)
     picks = [(r["knowledge"], r["loss"]) for r in resumed["history"]]
     assert picks == [(r["knowledge"], r["loss"]) for r in whole["history"]]
@@ -71,10 +71,10 @@ def test_a_resumed_ksm_run_ends_as_the_uninterrupted_one(models, toy_data, tmp_p
 
 
 def test_muki_with_mc_dropout_asks_each_teacher_once_per_example(models, toy_data, tmp_path, monkeypatch):
-    import spacy_dekd.distill.trainer as trainer_module
+    import spacy_dekd.distill.frozen as frozen_module
 
     calls = []
-    original = trainer_module.teacher_forward
+    original = frozen_module.teacher_forward
 
     def counting(pipe, docs, *, hidden, mc_samples=0):
         calls.append(mc_samples)
@@ -83,7 +83,7 @@ def test_muki_with_mc_dropout_asks_each_teacher_once_per_example(models, toy_dat
         assert bool((out.uncertainty >= 0).all()) and bool((out.uncertainty <= 0.7 + 1e-6).all())  # ≤ ln 2
         return out
 
-    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    monkeypatch.setattr(frozen_module, "teacher_forward", counting)
     over = overrides(toy_data, models["narrow"], **{
         "distillation.objective.teacher_assistant.uncertainty": "mc_dropout",
         "distillation.objective.teacher_assistant.mc_samples": 3,
@@ -93,4 +93,6 @@ def test_muki_with_mc_dropout_asks_each_teacher_once_per_example(models, toy_dat
         assistant_path=str(models["assistant"]), overrides=over,
     )
     assert set(calls) == {3}
-    assert metrics["teacher_forward_passes"] == metrics["assistant_forward_passes"] == metrics["examples"]
+    # Each example answered once, at 1 + 3 passes (it counted answers as passes).
+    assert metrics["teacher_answers"] == metrics["assistant_answers"] == metrics["examples"]
+    assert metrics["teacher_forward_passes"] == metrics["assistant_forward_passes"] == 4 * metrics["examples"]

@@ -123,13 +123,13 @@ def test_a_run_killed_under_torchrun_resumes_to_the_uninterrupted_end(models, pa
     die = tmp_path / "die.py"
     die.write_text(
         "import os\n"
-        "from spacy_dekd.distill.trainer import DistillTrainer\n"
-        "save = DistillTrainer._save\n"
+        "from spacy_dekd.distill.output import RunOutput\n"
+        "save = RunOutput.save\n"
         "def save_then_die(self, run, state, *args):\n"
         "    save(self, run, state, *args)\n"
         "    if state.step == 7:\n"
         "        os._exit(9)  # killed right after the first evaluation's set\n"
-        "DistillTrainer._save = save_then_die\n"
+        "RunOutput.save = save_then_die\n"
     )
     result = run(distill_cmd(models, cfg, cut, over, nproc=2, extra=["--code", str(die)]))
     assert result.returncode != 0
@@ -145,17 +145,18 @@ def test_a_run_killed_under_torchrun_resumes_to_the_uninterrupted_end(models, pa
 
 
 def rank_1_at_step_4(tmp_path, action):
-    """A --code file whose DistillTrainer.step does `action` on rank 1 at step 4."""
+    """A --code file whose training step does `action` on rank 1 at step 4."""
     code = tmp_path / "rank1.py"
     code.write_text(
         "import os\n"
-        "from spacy_dekd.distill.trainer import DistillTrainer, DistillationError\n"
-        "step = DistillTrainer.step\n"
-        "def failing(self, run, batch_ids, i):\n"
+        "import spacy_dekd.distill.loop as loop\n"
+        "from spacy_dekd.errors import DistillationError\n"
+        "step = loop.step\n"
+        "def failing(run, batch_ids, i):\n"
         "    if i == 3 and os.environ.get('RANK') == '1':\n"
         f"        {action}\n"
-        "    return step(self, run, batch_ids, i)\n"
-        "DistillTrainer.step = failing\n"
+        "    return step(run, batch_ids, i)\n"
+        "loop.step = failing\n"
     )
     return code
 

@@ -6,7 +6,8 @@ import pytest
 import spacy
 from thinc.api import Config
 
-import spacy_dekd.distill.trainer as trainer_module
+import spacy_dekd.distill.frozen as frozen_module
+import spacy_dekd.distill.loop as loop_module
 from spacy_dekd.cli.distill import distill
 from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.distill.trainer import DistillationError
@@ -59,13 +60,13 @@ def unlabelled_overrides(toy_data, models, texts, **extra):
 def count_forwards(monkeypatch):
     """Texts each frozen model runs on, told apart by depth (teacher 4, assistant 2)."""
     seen = {"teacher": [], "assistant": []}
-    original = trainer_module.teacher_forward
+    original = frozen_module.teacher_forward
 
     def counting(pipe, docs, **kwargs):
         seen["teacher" if pipe.shim.module.n_layers == 4 else "assistant"].extend(doc.text for doc in docs)
         return original(pipe, docs, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "teacher_forward", counting)
+    monkeypatch.setattr(frozen_module, "teacher_forward", counting)
     return seen
 
 
@@ -114,22 +115,22 @@ def test_entropy_rounds_ask_about_the_texts_the_student_is_unsure_of(models, toy
     # asks about the pool's most uncertain text by the student's prediction.
     seen = count_forwards(monkeypatch)
     scored, asked = [], []
-    original_predict = trainer_module.DistillTrainer._predict
-    original_round = trainer_module.DistillTrainer.query_round
+    original_predict = loop_module.predict
+    original_round = loop_module.query_round
 
-    def predict(self, examples, batch_size=1024):
-        logits = original_predict(self, examples, batch_size)
+    def predict(run, examples, batch_size=1024):
+        logits = original_predict(run, examples, batch_size)
         entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
         scored.append(examples[int(entropy.argmax())].text)
         return logits
 
-    def query_round(self, run, epoch):
+    def query_round(run, epoch):
         before = len(seen["teacher"])
-        original_round(self, run, epoch)
+        original_round(run, epoch)
         asked.append(seen["teacher"][before:])
 
-    monkeypatch.setattr(trainer_module.DistillTrainer, "_predict", predict)
-    monkeypatch.setattr(trainer_module.DistillTrainer, "query_round", query_round)
+    monkeypatch.setattr(loop_module, "predict", predict)
+    monkeypatch.setattr(loop_module, "query_round", query_round)
     over = unlabelled_overrides(toy_data, models, texts, **{"distillation.max_epochs": 2})
     over["distillation.objective.alignment_weight"] = 0
     # Batches of 16, 16 and 8 labelled examples, half of each asked: 20 an

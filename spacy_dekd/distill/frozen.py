@@ -1,0 +1,164 @@
+"""The frozen models of a run (teacher, assistant): their answers, cached.
+
+A frozen model answers the rows of a batch that the objective's plan names;
+each example is run through it at most once per run (cache.py), split
+across the ranks of a data-parallel run (parallel.py). Any spaCy text
+classifier can answer with logits; a torch `transformer_textcat` also with
+hidden states and Monte Carlo dropout uncertainty.
+"""
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+import torch
+from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
+from spacy.training import Example
+
+from ..errors import DistillationError
+from ..models.pytorch import ClassifierOutput
+from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
+from .cache import OutputCache
+from .parallel import World
+from .types import TeacherOutput
+
+
+def torch_module(pipe: Any) -> Optional[torch.nn.Module]:
+    """The torch classifier behind a `transformer_textcat`; None for an
+    ONNX one (`spacy textcat-quantize`) and any other spaCy component.
+    """
+    if not isinstance(pipe, TransformerTextCategorizer):
+        return None
+    return pipe.shim.module
+
+
+def exclusive(pipe: Any) -> bool:
+    """Whether a text classifier has exclusive classes (spaCy's textcat does)."""
+    if isinstance(pipe, TransformerTextCategorizer):
+        return pipe.exclusive_classes
+    return not isinstance(pipe, MultiLabel_TextCategorizer)
+
+
+def teacher_forward(pipe: Any, docs: Sequence, *, hidden: bool, mc_samples: int = 0) -> TeacherOutput:
+    """Outputs of a frozen pipe: a `transformer_textcat` gives logits (and,
+    in torch, hidden states); any other spaCy text classifier gives the
+    logits its probabilities stand for: log p for exclusive classes
+    (softmax(log p) = p), log p - log(1 - p) per label for
+    `textcat_multilabel` (sigmoid of it = p). With `mc_samples`, also each
+    row's uncertainty: the entropy of its mean prediction over that many
+    passes with dropout on (Monte Carlo dropout).
+    """
+    check_can_answer(pipe, hidden=hidden, mc_samples=mc_samples)
+    if isinstance(pipe, TransformerTextCategorizer):
+        out = pipe.forward(docs, is_train=False, output_hidden_states=hidden)
+        uncertainty = None
+        if mc_samples > 0:
+            with torch.no_grad():
+                samples = [pipe.forward(docs, is_train=False, mc_dropout=True).logits.float() for _ in range(mc_samples)]
+            uncertainty = mc_dropout_entropy(torch.stack(samples), multilabel=not pipe.exclusive_classes)
+        return TeacherOutput(logits=out.logits.float(), hidden_states=out.hidden_states, uncertainty=uncertainty)
+    probs = torch.as_tensor(pipe.model.ops.to_numpy(pipe.predict(docs))).float().clamp(1e-7, 1 - 1e-7)
+    if isinstance(pipe, MultiLabel_TextCategorizer):
+        return TeacherOutput(logits=probs.log() - (1 - probs).log())
+    return TeacherOutput(logits=probs.log())
+
+
+def check_can_answer(pipe: Any, *, hidden: bool, mc_samples: int, role: str = "teacher") -> None:
+    """Hidden states and Monte Carlo dropout need a torch `transformer_textcat`:
+    an ONNX one or another spaCy classifier gives logits alone.
+    """
+    if torch_module(pipe) is not None:
+        return
+    kind = "an ONNX transformer_textcat" if isinstance(pipe, TransformerTextCategorizer) and pipe.shim.runtime == "onnx" else f"a {type(pipe).__name__}"
+    if hidden:
+        raise DistillationError(
+            f"Layer alignment needs hidden states, but the {role} component '{pipe.name}' is {kind} "
+            f"and gives none: use a torch transformer_textcat {role} or set alignment_weight = 0."
+        )
+    if mc_samples > 0:
+        raise DistillationError(
+            f"Monte Carlo dropout needs a torch transformer_textcat, but the {role} component "
+            f"'{pipe.name}' is {kind}: set the objective's uncertainty to \"entropy\"."
+        )
+
+
+def mc_dropout_entropy(samples: torch.Tensor, *, multilabel: bool) -> torch.Tensor:
+    """(K, n, C) logits of K dropout passes → (n,) entropy of the mean
+    prediction (summed binary entropies per label for multilabel).
+    """
+    if multilabel:
+        p = torch.sigmoid(samples).mean(0).clamp(1e-7, 1 - 1e-7)
+        return -(p * p.log() + (1 - p) * (1 - p).log()).sum(-1)
+    p = torch.softmax(samples, dim=-1).mean(0).clamp(min=1e-12)
+    return -(p * p.log()).sum(-1)
+
+
+def empty_output(pipe: Any, *, hidden: bool) -> ClassifierOutput:
+    """What a pipe answers for no docs: a rank whose share of a small batch
+    is empty still joins the gather with tensors of the right shape.
+    """
+    module = torch_module(pipe)
+    device = module.head.weight.device if module is not None else torch.device("cpu")
+    logits = torch.zeros((0, len(pipe.labels)), device=device)
+    states = [torch.zeros((0, module.width), device=device) for _ in range(module.n_layers)] if hidden and module is not None else None
+    return ClassifierOutput(logits=logits, hidden_states=states)
+
+
+@dataclass
+class FrozenModel:
+    """A frozen pipe (teacher or assistant), its cache of answers, and what
+    each answer holds.
+
+    pipe: The frozen component.
+    cache (OutputCache): Its answers by corpus id.
+    hidden (bool): Whether answers carry hidden states (alignment).
+    mc_samples (int): Dropout passes per answer on top of the plain one (MUKI).
+    """
+
+    pipe: Any
+    cache: OutputCache
+    hidden: bool = False
+    mc_samples: int = 0
+
+    @classmethod
+    def create(cls, pipe: Any, n_examples: int, *, hidden: bool, mc_samples: int, role: str) -> "FrozenModel":
+        check_can_answer(pipe, hidden=hidden, mc_samples=mc_samples, role=role)
+        cache = OutputCache(n_examples, with_hidden=hidden, with_uncertainty=mc_samples > 0)
+        return cls(pipe, cache, hidden, mc_samples)
+
+    @property
+    def n_answers(self) -> int:
+        """Distinct examples the model has answered."""
+        return self.cache.n_forward
+
+    @property
+    def passes(self) -> int:
+        """Forward passes paid for the answers: 1 + mc_samples each."""
+        return self.cache.n_forward * (1 + self.mc_samples)
+
+    @property
+    def head(self) -> Optional[torch.nn.Module]:
+        """The classification head of a torch model (the `logits` layer score)."""
+        module = torch_module(self.pipe)
+        return None if module is None else module.head
+
+    def answer(self, examples: List[Example], ids: torch.Tensor, rows: torch.Tensor, like: torch.Tensor, world: World) -> TeacherOutput:
+        """Its outputs for some rows of a batch of corpus ids, from the cache.
+        No rows (TAKD's teacher, a batch routed wholly to one side) is no
+        query: empty logits shaped and placed as `like`'s (the student's).
+        """
+        if rows.numel() == 0:
+            return TeacherOutput(logits=like.detach().new_zeros((0, like.shape[1])))
+
+        def forward(corpus_ids: torch.Tensor) -> TeacherOutput:
+            # Each rank answers its share of the missing rows; every cache gets all.
+            share = corpus_ids[world.shard(corpus_ids.numel())]
+            if share.numel() == 0:
+                empty = empty_output(self.pipe, hidden=self.hidden)
+                uncertainty = empty.logits.new_zeros((0,)) if self.mc_samples else None
+                out = TeacherOutput(empty.logits, empty.hidden_states, uncertainty)
+            else:
+                docs = docs_with_pairs([examples[i] for i in share.tolist()])
+                out = teacher_forward(self.pipe, docs, hidden=self.hidden, mc_samples=self.mc_samples)
+            uncertainty = None if out.uncertainty is None else world.gather(out.uncertainty)
+            return TeacherOutput(world.gather(out.logits), world.gather_list(out.hidden_states), uncertainty)
+
+        return self.cache.get(ids[rows.cpu()], forward)

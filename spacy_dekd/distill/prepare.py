@@ -1,0 +1,391 @@
+"""Everything a distillation run checks and builds before its first step.
+
+`prepare_run` reads the corpora, checks that teacher, assistant, student,
+data and settings fit together (each mismatch one line), initializes the
+student, sizes the teacher budget, builds the optimizer, and returns a
+`Run`: the fixed description of the run that the loop (loop.py) works on.
+Nothing here writes to the output folder.
+"""
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from spacy.language import Language
+from spacy.training import Example
+from spacy.training.loop import create_evaluation_callback
+from spacy.util import resolve_dot_names
+from thinc.api import ConfigValidationError
+
+from ..errors import DistillationError
+from ..pipeline.textcat import TransformerTextCategorizer
+from ..registry import registry
+from .batches import epoch_batches, labelled_batches
+from .checkpoint import config_fingerprint, corpus_fingerprint, pipe_sha256
+from .console import Console
+from .frozen import FrozenModel, exclusive, torch_module
+from .parallel import World
+from .rounds import QueryRounds, TeacherBudget
+from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
+from .types import Objective
+from .teacher_check import dev_scores, stored_dev_scores, weak_teacher
+
+# Macro AUC at or below which a teacher or assistant is taken to know nothing.
+CHANCE_AUC = 0.55
+
+Evaluate = Callable[[], Tuple[float, Dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one distillation run works on, fixed before its first step.
+    `examples` holds the labelled examples first, then the unlabelled ones;
+    `params` (the student's and the objective's) is refilled on a resume.
+    """
+
+    nlp: Language
+    pipe: TransformerTextCategorizer  # the student component
+    T: Dict[str, Any]  # the resolved [distillation] block
+    objective: Objective
+    world: World
+    console: Console
+    examples: List[Example]
+    n_labelled: int
+    teacher: FrozenModel
+    assistant: Optional[FrozenModel]
+    params: List[torch.nn.Parameter]
+    extra_params: List[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    # Loss scaling for float16 autocast on a GPU; a no-op otherwise.
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    n_batches: int  # labelled batches an epoch
+    rounds: Optional[QueryRounds]
+    budget: TeacherBudget
+    feedback: List[Example]  # a fixed dev sample whose loss the objective hears after each step
+    fingerprint: Dict[str, Any]  # what --resume checks
+    student_source: str
+    evaluate: Optional[Evaluate]  # on rank 0
+    frozen_scores: Dict[str, Dict[str, Any]]
+
+    def batches(self, epoch: int) -> Iterator[List[int]]:
+        answered = self.rounds.answered_ids() if self.rounds is not None else None
+        return epoch_batches(self.T["batcher"], self.T["seed"], self.examples, self.n_labelled, epoch, answered)
+
+
+def resolve_distillation(nlp: Language) -> Dict[str, Any]:
+    """The resolved `[distillation]` block of a student pipeline's config,
+    with the dev corpus and score weights of its `[training]` block, as in
+    spaCy v4. A misspelt key or a setting out of range is one line.
+    """
+    config = nlp.config.interpolate()
+    unknown = unknown_keys(config["distillation"])
+    if unknown:
+        raise DistillationError(unknown)
+    try:
+        T = registry.resolve(config["distillation"], schema=ConfigSchemaDistill, validate=True)
+    except ConfigValidationError as err:
+        raise DistillationError(f"Invalid [distillation] settings: {describe_errors(err.errors)}.") from err
+    except (ValueError, TypeError) as err:  # raised by a registered function
+        raise DistillationError(f"Invalid setting in [distillation]: {first_line(err)}") from err
+    T.setdefault("dev_corpus", config["training"]["dev_corpus"])
+    T.setdefault("score_weights", config["training"]["score_weights"])
+    return T
+
+
+def prepare_run(
+    student: Language, teacher: Language, assistant: Optional[Language], T: Dict[str, Any], *,
+    world: World, console: Console, score_dev: bool = True,
+) -> Run:
+    """Check, read and build everything the run needs, in the order that
+    fails cheapest first. score_dev: read the dev corpus and score the
+    frozen models on it (False for a benchmark of steps alone).
+    """
+    objective: Objective = T["objective"]
+    pipes = _pipes(student, teacher, assistant, T, objective, console)
+    pipe, teacher_pipe, assistant_pipe = pipes
+    examples = read_corpus(student, T["corpus"])
+    if not examples:
+        raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
+    check_labels(teacher_pipe, examples, T["corpus"])
+    unlabelled = _read_unlabelled(student, T.get("unlabeled_corpus"), console)
+    student_source, extra_params = _initialize(pipes, T, objective)
+    n_labelled = len(examples)
+    examples = examples + unlabelled
+    mc = objective.mc_dropout_samples
+    frozen_teacher = FrozenModel.create(teacher_pipe, len(examples), hidden=objective.needs_hidden_states, mc_samples=mc, role="teacher")
+    frozen_assistant = None
+    if assistant_pipe is not None and objective.uses_assistant:
+        frozen_assistant = FrozenModel.create(
+            assistant_pipe, len(examples), hidden=objective.needs_assistant_hidden_states, mc_samples=mc, role="assistant"
+        )
+    params = list(pipe.shim.module.parameters()) + list(extra_params)
+    # Every rank starts from rank 0's weights, and draws its own dropout masks.
+    world.broadcast_parameters(params)
+    if world.rank > 0:
+        torch.manual_seed(T["seed"] + world.rank)
+    labelled_sizes = [len(batch) for batch in labelled_batches(T["batcher"], T["seed"], examples[:n_labelled], 0)]
+    try:
+        budget = TeacherBudget.create(T.get("teacher_budget"), objective, labelled_sizes, T["max_epochs"], n_labelled, len(examples))
+    except ValueError as err:
+        raise DistillationError(str(err)) from err
+    feedback = _read_dev_sample(student, T["dev_corpus"], objective.feedback_size)
+    rounds = QueryRounds.create(n_labelled, len(unlabelled), T["max_epochs"], budget.pool) if unlabelled else None
+    total_steps = T["max_steps"] or _planned_steps(T, objective, examples, n_labelled, len(labelled_sizes), rounds)
+    if total_steps == 0:
+        raise DistillationError(
+            "The run has no step to take (max_epochs = 0, or a batcher that makes no "
+            "batch): set [distillation] max_epochs or max_steps, and a batcher size > 0."
+        )
+    fingerprint = {
+        "corpus": corpus_fingerprint((eg.text for eg in examples), (eg.reference.cats for eg in examples)),
+        "labelled_examples": n_labelled,
+        "teacher": pipe_sha256(teacher_pipe),
+        "assistant": pipe_sha256(assistant_pipe) if assistant_pipe is not None else None,
+        "config": config_fingerprint(student.config.interpolate()),
+    }
+    optimizer, scheduler = T["optimizer"].build(params, total_steps)
+    shim = pipe.shim
+    fp16 = T["mixed_precision"] and shim.device.type == "cuda" and shim.mixed_precision_dtype == "float16"
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    # Rank 0 alone evaluates: the dev corpus is read (and the frozen models
+    # scored on it) now, so that a bad one fails before the first step.
+    evaluate, frozen_scores = None, {}
+    if world.is_main and score_dev:
+        evaluate, frozen_scores = _evaluation(student, teacher, assistant if frozen_assistant else None, pipes, T, console)
+    return Run(
+        student, pipe, T, objective, world, console, examples, n_labelled, frozen_teacher, frozen_assistant,
+        params, list(extra_params), optimizer, scheduler, scaler, total_steps, len(labelled_sizes), rounds, budget,
+        feedback, fingerprint, student_source, evaluate, frozen_scores,
+    )
+
+
+Pipes = Tuple[TransformerTextCategorizer, Any, Optional[Any]]
+
+
+def _pipes(student: Language, teacher: Language, assistant: Optional[Language], T: Dict[str, Any], objective: Objective, console: Console) -> Pipes:
+    """The student, teacher and assistant components `student_to_teacher` names."""
+    if len(T["student_to_teacher"]) != 1:
+        raise DistillationError("student_to_teacher must map exactly one student component.")
+    (student_name, teacher_name), = T["student_to_teacher"].items()
+    pipe = get_pipe(student, student_name, "student")
+    if not isinstance(pipe, TransformerTextCategorizer):
+        raise DistillationError(f"The student component '{student_name}' must be a transformer_textcat.")
+    teacher_pipe = get_pipe(teacher, teacher_name, "teacher")
+    assistant_pipe = get_pipe(assistant, teacher_name, "assistant") if assistant else None
+    if objective.uses_assistant and assistant_pipe is None:
+        raise DistillationError(
+            "This objective routes uncertain examples to a teacher assistant: "
+            "pass --assistant PATH, or use spacy-dekd.TeacherOnlyRouter.v1."
+        )
+    if assistant_pipe is not None and not objective.uses_assistant:
+        console.info("The objective's router sends nothing to the assistant: it is not used in this run.")
+    return pipe, teacher_pipe, assistant_pipe
+
+
+def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[str, List[torch.nn.Parameter]]:
+    """Student weights and labels from `student_init`, checks that the three
+    models agree, alignment projections, dropout and mixed precision.
+    RETURNS: where the student's weights came from, and the objective's
+    parameters that train with it.
+    """
+    pipe, teacher_pipe, assistant_pipe = pipes
+    teacher_labels = list(getattr(teacher_pipe, "labels", []))
+    if assistant_pipe is not None and list(assistant_pipe.labels) != teacher_labels:
+        raise DistillationError(f"Assistant labels {list(assistant_pipe.labels)} differ from teacher labels {teacher_labels}.")
+    teacher_module, assistant_module = torch_module(teacher_pipe), torch_module(assistant_pipe)
+    if objective.needs_hidden_states and teacher_module is None:
+        kind = "an ONNX transformer_textcat" if isinstance(teacher_pipe, TransformerTextCategorizer) and teacher_pipe.shim.runtime == "onnx" else f"a {type(teacher_pipe).__name__}"
+        raise DistillationError(
+            f"Layer alignment needs hidden states, but the teacher component '{teacher_pipe.name}' is {kind} "
+            "and gives none: use a torch transformer_textcat teacher or set alignment_weight = 0."
+        )
+    try:
+        student_source = T["student_init"](pipe, teacher_pipe)
+    except ValueError as err:
+        raise DistillationError(str(err)) from err
+    set_dropout(pipe, T["dropout"])
+    # Autocast: student, teacher and assistant alike, or the frozen two
+    # alone (their answers in bfloat16 differ by ~0.01 in a logit).
+    frozen = T["mixed_precision"] or T.get("teacher_mixed_precision", False)
+    for each, on in ((pipe, T["mixed_precision"]), (teacher_pipe, frozen), (assistant_pipe, frozen)):
+        if on and torch_module(each) is not None:
+            each.shim.set_mixed_precision(True)
+    if objective.needs_assistant_hidden_states and assistant_module is None:
+        raise DistillationError(
+            "This objective aligns the student to the assistant's hidden states: the assistant "
+            "must be a torch transformer_textcat (pass one with --assistant)."
+        )
+    student = pipe.shim.module
+    try:
+        extra_params = objective.initialize(
+            multilabel=not pipe.exclusive_classes,
+            n_student_layers=student.n_layers,
+            student_width=student.width,
+            teacher_width=student.width if teacher_module is None else teacher_module.width,
+            n_teacher_layers=None if teacher_module is None else teacher_module.n_layers,
+            assistant_width=None if assistant_module is None else assistant_module.width,
+        )
+    except ValueError as err:
+        raise DistillationError(str(err)) from err
+    projections = objective.projections()
+    if projections is not None:
+        projections.to(pipe.shim.device)
+    return student_source, extra_params
+
+
+def set_dropout(pipe: TransformerTextCategorizer, dropout: Optional[float]) -> None:
+    """`[distillation] dropout` on every dropout layer of the student, also
+    after a resume rebuilt it from its saved config.
+    """
+    if dropout is None:
+        return
+    for module in pipe.shim.module.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = float(dropout)
+
+
+def check_labels(teacher_pipe: Any, examples: List[Example], dot_name: str) -> None:
+    """Gold labels must be the teacher's: a label it does not know would
+    be learned as (and scored as) one it does.
+    """
+    known = set(getattr(teacher_pipe, "labels", []))
+    found = {label for eg in examples for label, value in eg.reference.cats.items() if value}
+    unknown = sorted(found - known)
+    if unknown:
+        raise DistillationError(
+            f"The corpus '{dot_name}' has label(s) {unknown} the teacher does not know (it has "
+            f"{sorted(known)}): distil on data labelled with the teacher's labels, or fix the "
+            "reader's labels."
+        )
+
+
+def read_corpus(nlp: Language, dot_name: str) -> List[Example]:
+    node: Any = nlp.config
+    for part in dot_name.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        raise DistillationError(
+            f"The config has no [{dot_name}] for the corpus it names '{dot_name}': add the section, "
+            "or point the setting at a corpus the config defines."
+        )
+    try:
+        corpus = resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
+        return list(corpus(nlp))
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+
+
+def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> List[Example]:
+    """The unlabelled corpus, gold labels dropped (with one warning)."""
+    if not dot_name:
+        return []
+    examples = read_corpus(nlp, dot_name)
+    texts = [eg for eg in examples if eg.text.strip()]
+    if len(texts) < len(examples) and texts:
+        console.info(f"{len(examples) - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
+    examples = texts
+    if not examples:
+        raise DistillationError(
+            f"The unlabelled corpus '{dot_name}' ([distillation] unlabeled_corpus) is empty: "
+            "point it at a file with one text per line, or set it to null."
+        )
+    n_labelled = sum(1 for eg in examples if eg.reference.cats)
+    if n_labelled:
+        console.warn(
+            f"{n_labelled} of {len(examples)} examples in the unlabelled corpus '{dot_name}' "
+            "have labels: they are ignored (put them in the training corpus to learn from them)."
+        )
+    return [Example(eg.predicted, eg.predicted.copy()) for eg in examples]
+
+
+def _read_dev_sample(nlp: Language, dot_name: str, n: int) -> List[Example]:
+    if n <= 0:
+        return []
+    try:
+        corpus = resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
+        return list(itertools.islice(corpus(nlp), n))
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {first_line(err)}") from err
+
+
+def _planned_steps(
+    T: Dict[str, Any], objective: Objective, examples: List[Example], n_labelled: int, n_batches: int,
+    rounds: Optional[QueryRounds],
+) -> int:
+    """Steps of the whole run: the labelled batches every epoch, and the
+    batches of the unlabelled examples answered by then.
+    """
+    steps = n_batches * T["max_epochs"]
+    if rounds is not None:
+        for n_answered in rounds.planned_sizes(objective, T["max_epochs"]):
+            steps += sum(1 for _ in T["batcher"](examples[n_labelled : n_labelled + n_answered]))
+    return steps
+
+
+def _evaluation(
+    student: Language, teacher: Language, assistant: Optional[Language], pipes: Pipes, T: Dict[str, Any], console: Console,
+) -> Tuple[Evaluate, Dict[str, Dict[str, Any]]]:
+    """spaCy's evaluation over the dev corpus, and the frozen models' dev
+    scores (which stop a run whose teacher is not worth distilling).
+    """
+    dot_name = T["dev_corpus"]
+    try:
+        dev_corpus = resolve_dot_names(student.config.interpolate(), [dot_name])[0]
+        dev = list(dev_corpus(student))
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {first_line(err)}") from err
+    if not dev:
+        raise DistillationError(f"The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples.")
+    _, teacher_pipe, assistant_pipe = pipes
+    check_labels(teacher_pipe, dev, dot_name)
+    scores = {"teacher": score_frozen("teacher", teacher, teacher_pipe, dev, T["check_teacher"], console)}
+    if assistant is not None:
+        scores["assistant"] = score_frozen("assistant", assistant, assistant_pipe, dev, False, console)
+    return create_evaluation_callback(student, dev_corpus, T["score_weights"]), scores
+
+
+def score_frozen(role: str, nlp: Language, pipe: Any, dev: List[Example], check: bool, console: Console) -> Dict[str, Any]:
+    """The teacher's (or assistant's) dev scores before the first step:
+    those its meta.json holds for this very dev data, or one pass over it.
+    One at chance, or no better than the majority class (exclusive classes;
+    teacher_check.py), would teach the student nothing: with `check`, that
+    stops the run.
+    """
+    scores = stored_dev_scores(nlp, dev)
+    source = " (from its meta.json)" if scores is not None else ""
+    if scores is None:
+        scores = dev_scores(nlp, dev)["scores"]
+    auc, accuracy = scores.get("cats_macro_auc"), scores.get("cats_accuracy", scores.get("cats_score"))
+    named = (("accuracy", accuracy), ("macro F", scores.get("cats_macro_f")), ("macro AUC", auc))
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in named if value is not None)
+    console.info(f"The {role} on dev{source}: {shown}")
+    if auc is not None and auc <= CHANCE_AUC:
+        raise DistillationError(
+            f"The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy {accuracy:.2f}): it "
+            "has not learned the task. A `spacy train` run scored only before its first step keeps the "
+            "untrained model as model-best: train it so that its last step is scored (configs/teacher.cfg "
+            "counts max_steps, and eval_frequency divides it)."
+        )
+    problem = weak_teacher(scores, dev, pipe.labels) if exclusive(pipe) else None
+    if problem and check:
+        raise DistillationError(
+            f"The teacher is not worth distilling: {problem}. Train it longer or weigh its classes "
+            "(scripts/train_teacher.py; the workflow's --vars.teacher_epochs), or distil it anyway "
+            "with --distillation.check_teacher false."
+        )
+    if problem:
+        console.warn(f"The {role} is weak: {problem}.")
+    return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
+
+
+def get_pipe(nlp: Language, name: str, role: str) -> Any:
+    if name not in nlp.pipe_names:
+        raise DistillationError(f"The {role} pipeline has no component '{name}' (it has {nlp.pipe_names}): fix student_to_teacher.")
+    return nlp.get_pipe(name)
+
+
+def first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
