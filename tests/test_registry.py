@@ -1,40 +1,46 @@
 """Every registered name resolves, from spaCy's registry, after `import spacy_dekd`."""
+from pathlib import Path
+
 import pytest
 from spacy.util import registry
 
 import spacy_dekd  # noqa: F401
 
-NAMES = [
-    ("architectures", "spacy-dekd.TransformerClassifier.v1"),
-    ("readers", "spacy-dekd.DatasetCorpus.v1"),
-    ("readers", "spacy-dekd.DocBinCorpus.v1"),
-    ("scorers", "spacy-dekd.textcat_scorer.v1"),
-    ("optimizers", "spacy-dekd.AdamW.v1"),
-    ("misc", "spacy-dekd.StudentFromTeacher.v1"),
-    ("misc", "spacy-dekd.StudentFromPretrained.v1"),
-    ("dekd_losses", "spacy-dekd.KLDivergence.v1"),
-    ("dekd_losses", "spacy-dekd.CrossEntropy.v1"),
-    ("dekd_losses", "spacy-dekd.TeacherAssistantKL.v1"),
-    ("dekd_losses", "spacy-dekd.LayerAlignment.v1"),
-    ("dekd_losses", "spacy-dekd.DeKD.v1"),
-    ("dekd_selectors", "spacy-dekd.EntropySelector.v1"),
-    ("dekd_selectors", "spacy-dekd.LeastConfidenceSelector.v1"),
-    ("dekd_selectors", "spacy-dekd.MarginSelector.v1"),
-    ("dekd_selectors", "spacy-dekd.RandomSelector.v1"),
-    ("dekd_selectors", "spacy-dekd.EntropySplitRouter.v1"),
-    ("dekd_selectors", "spacy-dekd.TeacherOnlyRouter.v1"),
-    ("dekd_selectors", "spacy-dekd.AssistantOnlyRouter.v1"),
-    ("dekd_selectors", "spacy-dekd.EntropyLayerSelector.v1"),
-    ("dekd_selectors", "spacy-dekd.UniformLayerSelector.v1"),
-    ("dekd_selectors", "spacy-dekd.LastLayerSelector.v1"),
-    ("dekd_trainers", "spacy-dekd.DistillTrainer.v1"),
-]
+README = Path(__file__).parent.parent / "README.md"
 
 
-@pytest.mark.parametrize("registry_name,func_name", NAMES)
-def test_registered(registry_name, func_name):
-    assert registry.has(registry_name, func_name)
+def registered_names():
+    """Every `spacy-dekd.*` name in every spaCy registry, read from the registries."""
+    names = []
+    for registry_name in registry.get_registry_names():
+        functions = getattr(registry, registry_name).get_all()
+        names.extend((registry_name, name) for name in sorted(functions) if name.startswith("spacy-dekd."))
+    return names
+
+
+def readme_table():
+    """The README's registry table: registry → the text of its row."""
+    rows = {}
+    for line in README.read_text(encoding="utf8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 2:
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_the_registries_hold_the_released_names():
+    names = {name for _, name in registered_names()}
+    assert len(names) >= 32
+    for released in ("spacy-dekd.DeKD.v1", "spacy-dekd.EntropySelector.v1", "spacy-dekd.DistillTrainer.v1", "spacy-dekd.AdamW.v1"):
+        assert released in names
+
+
+@pytest.mark.parametrize("registry_name,func_name", registered_names())
+def test_every_registered_name_resolves_and_is_in_the_readme(registry_name, func_name):
     assert callable(registry.get(registry_name, func_name))
+    row = readme_table().get(registry_name, "")
+    short = func_name[len("spacy-dekd."):]
+    assert f"`{func_name}`" in row or f"`{short}`" in row, f"{func_name} is missing from the README's `{registry_name}` row"
 
 
 def test_factory_is_registered():

@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy
 import srsly
@@ -21,14 +22,17 @@ from spacy.cli._util import Arg, Opt, app
 from spacy.language import Language
 from wasabi import msg
 
-from ..distill.checkpoint import make_readable
+from ..errors import fail
+from ..files import make_readable
 from ..models.classifier import SETTINGS_NAME, TransformerClassifierShim
 from ..models.hf import export_hf
 from ..models.onnx_model import ONNX_NAME, OnnxError, export_onnx, input_names, quantize_int8, require_onnx
 from ..pipeline.textcat import TransformerTextCategorizer
-from .distill import fail
+from ..registry import registry
 
-FORMATS = ("hf", "onnx")
+# `--format NAME`: a short name for a shipped exporter, or any name in the
+# dekd_exporters registry (one registered with --code, say).
+FORMATS = {"hf": "spacy-dekd.HFExporter.v1", "onnx": "spacy-dekd.OnnxExporter.v1"}
 ONNX_ARCHITECTURE = "spacy-dekd.OnnxTransformerClassifier.v1"
 ONNX_REQUIREMENT = "onnxruntime>=1.17"
 
@@ -84,36 +88,87 @@ def _run(job: Any, verbose: bool) -> None:
         fail(str(err))
 
 
+@dataclass
+class Exporter:
+    """A format `spacy textcat-export` writes.
+
+    write (Callable): (component, folder) → what was written, as a dict;
+        raises ValueError for a model it cannot export.
+    done (Callable): (output path, that dict) → the lines to print.
+    check (Callable): Run before the pipeline loads: what the format needs
+        installed.
+    """
+
+    write: Callable[[TransformerTextCategorizer, Path], Dict[str, Any]]
+    done: Callable[[Path, Dict[str, Any]], List[str]]
+    check: Callable[[], None] = lambda: None
+
+
+@registry.dekd_exporters("spacy-dekd.HFExporter.v1")
+def make_hf_exporter_v1() -> Exporter:
+    """A Hugging Face folder: AutoModelForSequenceClassification loads it
+    with trust_remote_code=True, no spaCy needed.
+    """
+
+    def write(pipe: TransformerTextCategorizer, folder: Path) -> Dict[str, Any]:
+        shim = pipe.shim
+        export_hf(shim.module, shim.tokenizer, pipe.labels, folder, exclusive_classes=pipe.exclusive_classes, max_length=shim.max_length)
+        return {"format": "hf"}
+
+    def done(output: Path, info: Dict[str, Any]) -> List[str]:
+        return [f"Wrote a Hugging Face folder to {output}", "Load it with AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)"]
+
+    return Exporter(write, done)
+
+
+@registry.dekd_exporters("spacy-dekd.OnnxExporter.v1")
+def make_onnx_exporter_v1() -> Exporter:
+    """model.onnx (logits from word-piece ids), the tokenizer's files and
+    classifier.json, checked against torch.
+    """
+
+    def write(pipe: TransformerTextCategorizer, folder: Path) -> Dict[str, Any]:
+        diff = export_onnx(pipe.shim, folder / ONNX_NAME)
+        pipe.shim.tokenizer.save_pretrained(str(folder))
+        srsly.write_json(folder / SETTINGS_NAME, _settings(pipe))
+        return {"format": "onnx", "max_abs_diff": diff}
+
+    def done(output: Path, info: Dict[str, Any]) -> List[str]:
+        return [f"Wrote an ONNX model to {output}", f"Largest logit difference from torch: {info['max_abs_diff']:.2g}"]
+
+    return Exporter(write, done, check=lambda: require_onnx(export=True))
+
+
 def textcat_export(pipeline: str, output: Path, *, fmt: str = "hf", component: Optional[str] = None, force: bool = False) -> Dict[str, Any]:
-    """Export the component as a Hugging Face folder or as ONNX.
+    """Export the component in a registered format (`dekd_exporters`).
     RETURNS (Dict[str, Any]): What was written: format, files and, for ONNX,
         the largest logit difference from torch.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"Unknown --format '{fmt}': use one of {', '.join(FORMATS)}.")
+    exporter = _exporter(fmt)
     _check_output(output, force)
-    if fmt == "onnx":
-        require_onnx(export=True)
+    exporter.check()
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
-    shim = pipe.shim
-    info: Dict[str, Any] = {"format": fmt}
     with _staged(output, force) as tmp:
-        if fmt == "hf":
-            try:
-                export_hf(shim.module, shim.tokenizer, pipe.labels, tmp, exclusive_classes=pipe.exclusive_classes, max_length=shim.max_length)
-            except ValueError as err:
-                raise ExportError(str(err)) from err
-        else:
-            info["max_abs_diff"] = export_onnx(shim, tmp / ONNX_NAME)
-            shim.tokenizer.save_pretrained(str(tmp))
-            srsly.write_json(tmp / SETTINGS_NAME, _settings(pipe))
-    msg.good(f"Wrote {'a Hugging Face folder' if fmt == 'hf' else 'an ONNX model'} to {output}")
-    if fmt == "hf":
-        msg.text("Load it with AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)")
-    else:
-        msg.text(f"Largest logit difference from torch: {info['max_abs_diff']:.2g}")
+        try:
+            info = exporter.write(pipe, tmp)
+        except ValueError as err:
+            if isinstance(err, OnnxError):
+                raise
+            raise ExportError(str(err)) from err
+    first, *rest = exporter.done(output, info)
+    msg.good(first)
+    for line in rest:
+        msg.text(line)
     return info
+
+
+def _exporter(fmt: str) -> Exporter:
+    name = FORMATS.get(fmt, fmt)
+    if not registry.has("dekd_exporters", name):
+        known = [*FORMATS, *(n for n in registry.dekd_exporters.get_all() if n not in FORMATS.values())]
+        raise ExportError(f"Unknown --format '{fmt}': use one of {', '.join(known)}.")
+    return registry.get("dekd_exporters", name)()
 
 
 def textcat_quantize(

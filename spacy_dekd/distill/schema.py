@@ -29,6 +29,9 @@ class ConfigSchemaDistill(BaseModel):
     student_init: Callable = Field(..., title="How the student gets its first weights")
     trainer: Any = Field(..., title="The distillation loop (Algorithm 1)")
     objective: Any = Field(..., title="The loss (Eq. 10) and its selectors")
+    before_update: Optional[Callable] = Field(None, title="Called as before_update(nlp, {'step', 'epoch'}) before each step, as spacy train's")
+    after_step: Optional[Callable] = Field(None, title="Called as after_step(nlp, record) after each step, with the step's metrics.json record")
+    after_evaluate: Optional[Callable] = Field(None, title="Called as after_evaluate(nlp, info) on rank 0 after each evaluation's set is saved")
     # fmt: on
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
