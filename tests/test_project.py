@@ -1,5 +1,6 @@
 """project.yml as weasel reads it: every step of the `distill` workflow finds
 its dependencies, with the default data and with a user's own files."""
+import itertools
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,52 @@ def test_distill_workflow_deps_come_from_earlier_steps(overrides):
             assert ", " not in dep, f"'{name}': two paths read as one: {dep}"
             assert dep in produced or dep in user_files or tracked(dep), f"'{name}' needs {dep}, which no earlier step writes"
         produced.update(cmd.get("outputs", []))
+
+
+ROOTS = ("scripts/", "configs/", "corpus/", "assets/", "training/")
+# What a command reads on purpose without depending on it, and why.
+NOT_DEPS = {
+    # A student config without an assistant never trains one; the assistant
+    # step skips it, and spacy distill reads --assistant only when used.
+    ("student", "training/assistant/model-best"),
+    ("evaluate", "training/assistant/model-best"),
+    ("benchmark", "training/assistant/model-best"),
+}
+
+
+def paths_read(cmd):
+    """Repository paths a command's script names, but what it writes: the
+    script files, configs (also those `--configs NAME ...` names), corpora,
+    assets and trained pipelines.
+    """
+    written = [*cmd.get("outputs", [])]
+    read = []
+    for line in cmd.get("script", []):
+        tokens = line.replace('"', " ").split()
+        for i, token in enumerate(tokens):
+            if i > 0 and tokens[i - 1] == "--output":
+                written.append(token)
+                continue
+            value = token.split("=", 1)[-1]
+            if value.startswith(ROOTS):
+                read.append(value)
+        if "--configs" in tokens:
+            for name in itertools.takewhile(lambda t: not t.startswith("--"), tokens[tokens.index("--configs") + 1 :]):
+                read.append(f"configs/{name}.cfg")
+    written_dirs = tuple(w.rstrip("/") + "/" for w in written)
+    # A folder the command writes into (its outputs are inside) is no input.
+    return [p for p in read if p not in written and not p.startswith(written_dirs) and not any(w.startswith(p.rstrip("/") + "/") for w in written)]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"vars.train": "mine/train.csv", "vars.test": "mine/test.csv"}])
+def test_every_command_depends_on_what_its_script_reads(overrides):
+    config = load_project_config(ROOT, overrides=overrides)
+    missing = []
+    for cmd in config["commands"]:
+        deps = set(cmd.get("deps", []))
+        for path in paths_read(cmd):
+            # A folder is a dep through a file in it (a model's weights).
+            inside = any(dep.startswith(path.rstrip("/") + "/") for dep in deps)
+            if path not in deps and not inside and (cmd["name"], path) not in NOT_DEPS:
+                missing.append(f"{cmd['name']}: {path}")
+    assert not missing, missing

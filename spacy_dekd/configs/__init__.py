@@ -2,7 +2,7 @@
 every other distillation config is `dekd.cfg` with a few settings changed.
 
 Baselines and ablations are configurations of one objective, not code paths
-(DESIGN.md's table). `python -m spacy init distill-config OUTPUT --variant
+(docs/DESIGN.md's table). `python -m spacy init distill-config OUTPUT --variant
 NAME` writes one for an installed user; `scripts/make_configs.py` writes all
 of them into the project's `configs/`, and a test keeps the two equal.
 """
@@ -104,7 +104,7 @@ VARIANTS: Dict[str, Any] = {
     "pkd": (
         "BERT-PKD (skip): vanilla KD plus alignment to uniformly spaced teacher layers "
         "(PKD's normalised-vector loss; β chosen as DeKD's λ3, since PKD's β = 10 on the "
-        "summed loss drives the student to chance here, see DESIGN.md).",
+        "summed loss drives the student to chance here, see docs/DESIGN.md).",
         {
             "distillation.objective.selector": ALL,
             "distillation.objective.teacher_assistant.router": TEACHER_ONLY,
