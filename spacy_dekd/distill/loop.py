@@ -170,7 +170,8 @@ def query_round(run: Run, epoch: int) -> None:
 def evaluate(run: Run, state: DistillState, started: float) -> Tuple[Optional[Info], bool]:
     """Score the student on dev (rank 0; the others hear the score).
     RETURNS: the `info` dict spaCy's training loop gives its logger, with
-    DeKD's queries (None on the other ranks), and whether it is the best.
+    DeKD's queries, on every rank (they all save together), and whether it
+    is the best.
     """
     record = state.history[-1]
     score, scores = run.world.broadcast_object(run.evaluate() if run.evaluate is not None else None)
@@ -179,8 +180,6 @@ def evaluate(run: Run, state: DistillState, started: float) -> Tuple[Optional[In
     is_best = score >= state.best_score
     state.best_score = max(score, state.best_score)
     state.elapsed = time.perf_counter() - started
-    if not run.world.is_main:
-        return None, is_best
     evals = [r for r in state.history if "score" in r]
     since = [r for r in state.history if len(evals) < 2 or r["step"] > evals[-2]["step"]]
     info = {

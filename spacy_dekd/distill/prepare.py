@@ -23,7 +23,7 @@ from ..registry import registry
 from .batches import epoch_batches, labelled_batches
 from .checkpoint import config_fingerprint, corpus_fingerprint, pipe_sha256
 from .console import Console
-from .frozen import FrozenModel, exclusive, torch_module
+from .frozen import FrozenModel, check_can_answer, exclusive, torch_module
 from .parallel import World
 from .rounds import QueryRounds, TeacherBudget
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
@@ -195,12 +195,7 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
     if assistant_pipe is not None and list(assistant_pipe.labels) != teacher_labels:
         raise DistillationError(f"Assistant labels {list(assistant_pipe.labels)} differ from teacher labels {teacher_labels}.")
     teacher_module, assistant_module = torch_module(teacher_pipe), torch_module(assistant_pipe)
-    if objective.needs_hidden_states and teacher_module is None:
-        kind = "an ONNX transformer_textcat" if isinstance(teacher_pipe, TransformerTextCategorizer) and teacher_pipe.shim.runtime == "onnx" else f"a {type(teacher_pipe).__name__}"
-        raise DistillationError(
-            f"Layer alignment needs hidden states, but the teacher component '{teacher_pipe.name}' is {kind} "
-            "and gives none: use a torch transformer_textcat teacher or set alignment_weight = 0."
-        )
+    check_can_answer(teacher_pipe, hidden=objective.needs_hidden_states, mc_samples=0)
     try:
         student_source = T["student_init"](pipe, teacher_pipe)
     except ValueError as err:
