@@ -4,14 +4,14 @@ Generators are seeded by the run's seed and the epoch, so that a run that
 resumes mid-epoch sees the batches the uninterrupted run saw.
 """
 import random
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 from spacy.training import Example
 
 Batcher = Callable[[Iterable[Example]], Iterable[List[Example]]]
 
 
-def labelled_batches(batcher: Batcher, seed: int, examples: List[Example], epoch: int) -> Iterator[List[int]]:
+def labelled_batches(batcher: Batcher, seed: int, examples: Sequence[Example], epoch: int) -> Iterator[List[int]]:
     """The labelled examples, shuffled for the epoch and batched."""
     order = list(range(len(examples)))
     random.Random(seed * 1000 + epoch).shuffle(order)
@@ -21,7 +21,7 @@ def labelled_batches(batcher: Batcher, seed: int, examples: List[Example], epoch
 
 
 def epoch_batches(
-    batcher: Batcher, seed: int, examples: List[Example], n_labelled: int, epoch: int, answered: Optional[List[int]],
+    batcher: Batcher, seed: int, examples: Sequence[Example], n_labelled: int, epoch: int, answered: Optional[List[int]],
 ) -> Iterator[List[int]]:
     """An epoch's batches: the labelled examples, and once query rounds have
     answered unlabelled ones (`answered`: their corpus ids) those in batches
@@ -33,7 +33,8 @@ def epoch_batches(
         return
     answered = list(answered)
     random.Random(seed * 1000 + epoch + 500).shuffle(answered)
-    position = {id(examples[i]): i for i in answered}
-    batches = labelled + [[position[id(eg)] for eg in batch] for batch in batcher([examples[i] for i in answered])]
+    made = [examples[i] for i in answered]  # unlabelled texts are made into Examples here
+    position = {id(eg): i for eg, i in zip(made, answered)}
+    batches = labelled + [[position[id(eg)] for eg in batch] for batch in batcher(made)]
     random.Random(seed * 1000 + epoch + 700).shuffle(batches)
     yield from batches

@@ -4,6 +4,11 @@ Teacher and assistant are frozen (eval mode, no dropout), so an example's
 logits and hidden states never change within a run: the first query pays a
 forward pass, later epochs read the cache. `n_forward` counts the examples
 actually run through the model, the figure DeKD's data efficiency is about.
+
+The cache holds rows for the examples answered, not for every example: a
+run over a large pool under a teacher budget keeps as many answers as the
+budget allows (its storage grows as answers come, doubling), plus one slot
+index per example.
 """
 from pathlib import Path
 from typing import Callable, Optional
@@ -13,11 +18,12 @@ import torch
 from .types import TeacherOutput
 
 ForwardFn = Callable[[torch.Tensor], TeacherOutput]
+UNFILLED = -1
 
 
 class OutputCache:
-    """Logits (n_examples, C) and, when asked, first-token states
-    (n_examples, L, d) of one frozen model, filled on demand.
+    """Logits (rows, C) and, when asked, first-token states (rows, L, d) and
+    uncertainties (rows,) of one frozen model, a row per example answered.
 
     n_examples (int): The size of the training corpus; ids index into it.
     with_hidden (bool): Whether to keep the hidden states (alignment on).
@@ -29,12 +35,27 @@ class OutputCache:
         self.n_examples = n_examples
         self.with_hidden = with_hidden
         self.with_uncertainty = with_uncertainty
-        self.filled = torch.zeros(n_examples, dtype=torch.bool)
+        self.slot = torch.full((n_examples,), UNFILLED, dtype=torch.int64)  # example id → its row
+        self.n_rows = 0
         self.logits: Optional[torch.Tensor] = None
         self.hidden: Optional[torch.Tensor] = None
         self.uncertainty: Optional[torch.Tensor] = None
         self.n_forward = 0  # examples run through the model
         self.n_requested = 0  # examples asked for, cached or not
+
+    @property
+    def filled(self) -> torch.Tensor:
+        """(n_examples,) bool: which examples have an answer."""
+        return self.slot != UNFILLED
+
+    def known(self, ids: torch.Tensor) -> torch.Tensor:
+        """(q,) bool: which of the corpus ids have an answer."""
+        return self.slot[ids.cpu()] != UNFILLED
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the answers' storage holds (the slot index aside)."""
+        return sum(t.numel() * t.element_size() for t in (self.logits, self.hidden, self.uncertainty) if t is not None)
 
     def get(self, ids: torch.Tensor, forward: ForwardFn) -> TeacherOutput:
         """The outputs for the corpus ids, running `forward` on the missing
@@ -42,60 +63,80 @@ class OutputCache:
         """
         ids = ids.cpu()
         self.n_requested += int(ids.numel())
-        missing = ids[~self.filled[ids]].unique()
+        missing = ids[self.slot[ids] == UNFILLED].unique()
         if missing.numel() > 0:
             self._put(missing, forward(missing))
         assert self.logits is not None
+        rows = self.slot[ids]
         hidden = None
         if self.with_hidden:
             assert self.hidden is not None
-            hidden = list(self.hidden[ids.to(self.hidden.device)].unbind(1))  # L x (q, d)
+            hidden = list(self.hidden[rows.to(self.hidden.device)].unbind(1))  # L x (q, d)
         uncertainty = None
         if self.with_uncertainty:
             assert self.uncertainty is not None
-            uncertainty = self.uncertainty[ids.to(self.uncertainty.device)]
-        return TeacherOutput(logits=self.logits[ids.to(self.logits.device)], hidden_states=hidden, uncertainty=uncertainty)
+            uncertainty = self.uncertainty[rows.to(self.uncertainty.device)]
+        return TeacherOutput(logits=self.logits[rows.to(self.logits.device)], hidden_states=hidden, uncertainty=uncertainty)
 
     def _put(self, ids: torch.Tensor, output: TeacherOutput) -> None:
+        start, end = self.n_rows, self.n_rows + int(ids.numel())
+        rows = torch.arange(start, end)
         logits = output.logits.detach()
-        if self.logits is None:
-            self.logits = logits.new_zeros((self.n_examples, logits.shape[1]))
-        self.logits[ids.to(logits.device)] = logits
+        self.logits = _grown(self.logits, end, logits)
+        self.logits[rows.to(logits.device)] = logits
         if self.with_hidden:
             if output.hidden_states is None:
                 raise ValueError("The frozen model returned no hidden states.")
             hidden = torch.stack([h.detach().float() for h in output.hidden_states], dim=1)  # (q, L, d)
-            if self.hidden is None:
-                self.hidden = hidden.new_zeros((self.n_examples,) + tuple(hidden.shape[1:]))
-            self.hidden[ids.to(hidden.device)] = hidden
+            self.hidden = _grown(self.hidden, end, hidden)
+            self.hidden[rows.to(hidden.device)] = hidden
         if self.with_uncertainty:
             if output.uncertainty is None:
                 raise ValueError("The frozen model returned no uncertainty.")
-            if self.uncertainty is None:
-                self.uncertainty = output.uncertainty.new_zeros((self.n_examples,))
-            self.uncertainty[ids.to(output.uncertainty.device)] = output.uncertainty.detach().float()
-        self.filled[ids] = True
+            uncertainty = output.uncertainty.detach().float()
+            self.uncertainty = _grown(self.uncertainty, end, uncertainty)
+            self.uncertainty[rows.to(uncertainty.device)] = uncertainty
+        self.slot[ids] = rows
+        self.n_rows = end
         self.n_forward += int(ids.numel())
 
     def to_disk(self, path: Path) -> None:
+        """The slot index, the counts and the rows in use (not the spare
+        room the storage grew into).
+        """
         from safetensors.torch import save_file
 
-        tensors = {"filled": self.filled, "counts": torch.tensor([self.n_forward, self.n_requested])}
-        if self.logits is not None:
-            tensors["logits"] = self.logits.cpu().contiguous()
-        if self.hidden is not None:
-            tensors["hidden"] = self.hidden.cpu().contiguous()
-        if self.uncertainty is not None:
-            tensors["uncertainty"] = self.uncertainty.cpu().contiguous()
+        tensors = {"slot": self.slot, "counts": torch.tensor([self.n_forward, self.n_requested])}
+        for name in ("logits", "hidden", "uncertainty"):
+            value = getattr(self, name)
+            if value is not None:
+                tensors[name] = value[: self.n_rows].cpu().contiguous()
         save_file(tensors, str(path))
 
     def from_disk(self, path: Path, device: torch.device) -> "OutputCache":
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))
-        self.filled = tensors["filled"]
         self.n_forward, self.n_requested = (int(x) for x in tensors["counts"])
+        if "slot" in tensors:
+            self.slot = tensors["slot"]
+        else:  # written before answers had rows of their own: a row per example
+            self.slot = torch.where(tensors["filled"], torch.arange(self.n_examples), torch.full_like(self.slot, UNFILLED))
+        self.n_rows = int(tensors["logits"].shape[0]) if "logits" in tensors else 0
         self.logits = tensors["logits"].to(device) if "logits" in tensors else None
         self.hidden = tensors["hidden"].to(device) if "hidden" in tensors else None
         self.uncertainty = tensors["uncertainty"].to(device) if "uncertainty" in tensors else None
         return self
+
+
+def _grown(storage: Optional[torch.Tensor], n_rows: int, like: torch.Tensor) -> torch.Tensor:
+    """`storage` with room for at least n_rows rows shaped as `like`'s:
+    doubled when full, so that n answers cost O(n) copies in all.
+    """
+    if storage is not None and storage.shape[0] >= n_rows:
+        return storage
+    capacity = max(n_rows, 2 * (0 if storage is None else storage.shape[0]), 64)
+    grown = like.new_zeros((capacity,) + tuple(like.shape[1:]))
+    if storage is not None:
+        grown[: storage.shape[0]] = storage
+    return grown

@@ -13,7 +13,7 @@ update.
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from spacy.language import Language
@@ -109,7 +109,7 @@ def step(run: Run, batch_ids: List[int], step: int) -> LossTerms:
     ids = torch.tensor(batch_ids)
     out = forward(run, batch, is_train=True, hidden=objective.needs_hidden_states)
     if batch_ids[0] < run.n_labelled:
-        plan = objective.plan(out.logits, teacher_known=run.teacher.cache.filled[ids])
+        plan = objective.plan(out.logits, teacher_known=run.teacher.cache.known(ids))
     else:
         assert run.rounds is not None
         plan = objective.plan_answered(*run.rounds.rows_by_answer(batch_ids))
@@ -150,7 +150,7 @@ def query_round(run: Run, epoch: int) -> None:
     allowance = rounds.allowance(j, spent)
     logits = None
     if objective.reads_logits and candidates.numel() > 0:
-        logits = predict(run, [run.examples[i] for i in candidates.tolist()])
+        logits = predict(run, run.examples.view(candidates.tolist()))
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     teacher_ids, assistant_ids = candidates[to_teacher], candidates[to_assistant]
     like = torch.zeros((0, len(run.pipe.labels)))
@@ -248,13 +248,15 @@ def forward(run: Run, examples: List[Example], *, is_train: bool, hidden: bool) 
     return ClassifierOutput(run.world.gather(out.logits), run.world.gather_list(out.hidden_states))
 
 
-def predict(run: Run, examples: List[Example], batch_size: int = 1024) -> torch.Tensor:
-    """The student's logits for many examples, without gradients."""
+def predict(run: Run, examples: Sequence[Example], batch_size: int = 1024) -> torch.Tensor:
+    """The student's logits for many examples, without gradients, a chunk
+    of examples made (and dropped) at a time.
+    """
     logits = []
     chunk = batch_size * run.world.size
     with torch.no_grad():
         for start in range(0, len(examples), chunk):
-            logits.append(forward(run, examples[start : start + chunk], is_train=False, hidden=False).logits)
+            logits.append(forward(run, list(examples[start : start + chunk]), is_train=False, hidden=False).logits)
     return torch.cat(logits)
 
 

@@ -23,6 +23,7 @@ from ..registry import registry
 from .batches import epoch_batches, labelled_batches
 from .checkpoint import config_fingerprint, corpus_fingerprint, pipe_sha256
 from .console import Console
+from .examples import RunExamples, Text, texts_of
 from .frozen import FrozenModel, check_can_answer, exclusive, torch_module
 from .parallel import World
 from .rounds import QueryRounds, TeacherBudget
@@ -39,7 +40,7 @@ Evaluate = Callable[[], Tuple[float, Dict[str, Any]]]
 @dataclass(frozen=True)
 class Run:
     """What one distillation run works on, fixed before its first step.
-    `examples` holds the labelled examples first, then the unlabelled ones;
+    `examples` holds the labelled examples first, then the unlabelled texts;
     `params` (the student's and the objective's) is refilled on a resume.
     """
 
@@ -49,7 +50,7 @@ class Run:
     objective: Objective
     world: World
     console: Console
-    examples: List[Example]
+    examples: RunExamples
     n_labelled: int
     teacher: FrozenModel
     assistant: Optional[FrozenModel]
@@ -112,7 +113,7 @@ def prepare_run(
     unlabelled = _read_unlabelled(student, T.get("unlabeled_corpus"), console)
     student_source, extra_params = _initialize(pipes, T, objective)
     n_labelled = len(examples)
-    examples = examples + unlabelled
+    examples = RunExamples(student, examples, unlabelled)
     mc = objective.mc_dropout_samples
     frozen_teacher = FrozenModel.create(teacher_pipe, len(examples), hidden=objective.needs_hidden_states, mc_samples=mc, role="teacher")
     frozen_assistant = None
@@ -139,7 +140,7 @@ def prepare_run(
             "batch): set [distillation] max_epochs or max_steps, and a batcher size > 0."
         )
     fingerprint = {
-        "corpus": corpus_fingerprint((eg.text for eg in examples), (eg.reference.cats for eg in examples)),
+        "corpus": corpus_fingerprint(examples.all_texts(), examples.all_cats()),
         "labelled_examples": n_labelled,
         "teacher": pipe_sha256(teacher_pipe),
         "assistant": pipe_sha256(assistant_pipe) if assistant_pipe is not None else None,
@@ -257,6 +258,16 @@ def check_labels(teacher_pipe: Any, examples: List[Example], dot_name: str) -> N
 
 
 def read_corpus(nlp: Language, dot_name: str) -> List[Example]:
+    try:
+        return list(_corpus(nlp, dot_name)(nlp))
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+
+
+def _corpus(nlp: Language, dot_name: str) -> Callable[[Language], Iterator[Example]]:
+    """The reader the config names at `dot_name`; reading it may still fail
+    (callers say which corpus).
+    """
     node: Any = nlp.config
     for part in dot_name.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -266,33 +277,39 @@ def read_corpus(nlp: Language, dot_name: str) -> List[Example]:
             "or point the setting at a corpus the config defines."
         )
     try:
-        corpus = resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
-        return list(corpus(nlp))
+        return resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
     except (OSError, ValueError) as err:
         raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
 
 
-def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> List[Example]:
-    """The unlabelled corpus, gold labels dropped (with one warning)."""
+def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> List[Text]:
+    """The unlabelled corpus as its texts, gold labels dropped (with one
+    warning): read once through its reader, its Docs not kept (examples.py).
+    """
     if not dot_name:
         return []
-    examples = read_corpus(nlp, dot_name)
-    texts = [eg for eg in examples if eg.text.strip()]
-    if len(texts) < len(examples) and texts:
-        console.info(f"{len(examples) - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
-    examples = texts
-    if not examples:
+    n_read, n_labelled, texts = 0, 0, []
+    try:
+        for eg in _corpus(nlp, dot_name)(nlp):
+            n_read += 1
+            n_labelled += bool(eg.reference.cats)
+            if eg.text.strip():
+                texts.extend(texts_of([eg]))
+    except (OSError, ValueError) as err:
+        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+    if len(texts) < n_read and texts:
+        console.info(f"{n_read - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
+    if not texts:
         raise DistillationError(
             f"The unlabelled corpus '{dot_name}' ([distillation] unlabeled_corpus) is empty: "
             "point it at a file with one text per line, or set it to null."
         )
-    n_labelled = sum(1 for eg in examples if eg.reference.cats)
     if n_labelled:
         console.warn(
-            f"{n_labelled} of {len(examples)} examples in the unlabelled corpus '{dot_name}' "
+            f"{n_labelled} of {len(texts)} examples in the unlabelled corpus '{dot_name}' "
             "have labels: they are ignored (put them in the training corpus to learn from them)."
         )
-    return [Example(eg.predicted, eg.predicted.copy()) for eg in examples]
+    return texts
 
 
 def _read_dev_sample(nlp: Language, dot_name: str, n: int) -> List[Example]:
@@ -306,7 +323,7 @@ def _read_dev_sample(nlp: Language, dot_name: str, n: int) -> List[Example]:
 
 
 def _planned_steps(
-    T: Dict[str, Any], objective: Objective, examples: List[Example], n_labelled: int, n_batches: int,
+    T: Dict[str, Any], objective: Objective, examples: RunExamples, n_labelled: int, n_batches: int,
     rounds: Optional[QueryRounds],
 ) -> int:
     """Steps of the whole run: the labelled batches every epoch, and the
@@ -315,7 +332,8 @@ def _planned_steps(
     steps = n_batches * T["max_epochs"]
     if rounds is not None:
         for n_answered in rounds.planned_sizes(objective, T["max_epochs"]):
-            steps += sum(1 for _ in T["batcher"](examples[n_labelled : n_labelled + n_answered]))
+            pool = (examples[i] for i in range(n_labelled, n_labelled + n_answered))  # made as batched, not kept
+            steps += sum(1 for _ in T["batcher"](pool))
     return steps
 
 
