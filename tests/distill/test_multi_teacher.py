@@ -318,7 +318,7 @@ def test_given_uncertainties_replace_the_entropy():
 
 
 def test_mc_dropout_entropy_is_the_entropy_of_the_mean_prediction():
-    from spacy_dekd.distill.trainer import mc_dropout_entropy
+    from spacy_dekd.distill.frozen import mc_dropout_entropy
 
     samples = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]])  # 3 passes, 1 row
     mean = [sum(softmax(s[0])[c] for s in samples.tolist()) / 3 for c in range(2)]
