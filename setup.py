@@ -20,7 +20,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(exclude=["tests", "tests.*"]),
-    package_data={"spacy_dekd": ["py.typed", "configs/*.cfg"]},
+    package_data={"spacy_dekd": ["py.typed", "configs/*.cfg", "configs/variants/*.cfg"]},
     install_requires=[
         "spacy>=3.8.0,<3.9.0",
         "thinc>=8.3.0,<8.4.0",

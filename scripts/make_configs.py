@@ -1,5 +1,6 @@
 """Write the project's configs/ from the configs shipped in the package
-(spacy_dekd/configs/): the two written by hand and every generated variant.
+(spacy_dekd/configs/): the two written by hand and every variant merged from
+its override file in spacy_dekd/configs/variants/.
 Run it after editing spacy_dekd/configs/; `tests/test_configs.py` checks
 that configs/ matches.
 

@@ -8,13 +8,12 @@ from spacy import util
 from spacy.cli.debug_config import debug_config
 
 from spacy_dekd.cli.init_config import distill_config
-from spacy_dekd.configs import VARIANTS, config_text, names
-from spacy_dekd.distill.objective import DeKDObjective
+from spacy_dekd.configs import config_text, names, read_variant, variant_names
 from spacy_dekd.distill.types import Objective
 from spacy_dekd.registry import registry
 
 ROOT = Path(__file__).parent.parent
-STUDENT_CONFIGS = ["dekd"] + list(VARIANTS)
+STUDENT_CONFIGS = ["dekd"] + variant_names()
 
 
 @pytest.mark.parametrize("name", names())
@@ -46,7 +45,7 @@ def resolve(name):
 def test_distillation_block_resolves(name):
     T = resolve(name)
     # The loop reads an objective through its declared interface alone.
-    assert isinstance(T["objective"], DeKDObjective) and isinstance(T["objective"], Objective)
+    assert isinstance(T["objective"], Objective)
     assert callable(T["student_init"]) and callable(T["trainer"])
 
 
@@ -98,3 +97,23 @@ def test_minilm_configs_read_unlabelled_text_under_a_budget(name):
     assert config["corpora"]["unlabeled"]["@readers"] == "spacy.PlainTextCorpus.v1"
     assert config["distillation"]["teacher_budget"] == 0.5
     assert config["distillation"]["student_init"]["@misc"] == "spacy-dekd.StudentFromPretrained.v1"
+
+
+def test_an_override_merges_onto_its_base():
+    from spacy_dekd.configs import merge
+
+    base = {
+        "objective": {"@f": "A", "weight": 1.0, "rows": "selected", "part": {"@g": "B", "x": 1}, "sub": {"y": 2, "z": 3}},
+    }
+    merge(base, {"objective": {"weight": 0.5, "rows": None, "part": {"@g": "C"}, "sub": {"z": 4}}})
+    # keys set one by one, null removes one, a function block replaces the base's whole
+    assert base == {"objective": {"@f": "A", "weight": 0.5, "part": {"@g": "C"}, "sub": {"y": 2, "z": 4}}}
+
+
+@pytest.mark.parametrize("name", variant_names())
+def test_each_variant_is_a_small_override_of_a_shipped_config(name):
+    description, base, settings = read_variant(name)
+    assert description and base in names() and base != name
+    text = (Path(__import__("spacy_dekd").__file__).parent / "configs" / "variants" / f"{name}.cfg").read_text(encoding="utf8")
+    settings_lines = [line for line in text.splitlines() if line.strip() and line[0] not in "#["]
+    assert len(settings_lines) <= 20  # what changes, not a copy of the base

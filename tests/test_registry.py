@@ -5,16 +5,23 @@ import pytest
 from spacy.util import registry
 
 import spacy_dekd  # noqa: F401
+from spacy_dekd.registry import REGISTRY_NAMES, released_aliases
 
 README = Path(__file__).parent.parent / "README.md"
 
 
 def registered_names():
-    """Every `spacy-dekd.*` name in every spaCy registry, read from the registries."""
+    """Every `spacy-dekd.*` name in every spaCy registry, read from the
+    registries: each in the registry of its role (not where it was released).
+    """
+    aliases = {(released_in, name) for _, name, released_in in released_aliases()}
     names = []
     for registry_name in registry.get_registry_names():
         functions = getattr(registry, registry_name).get_all()
-        names.extend((registry_name, name) for name in sorted(functions) if name.startswith("spacy-dekd."))
+        names.extend(
+            (registry_name, name) for name in sorted(functions)
+            if name.startswith("spacy-dekd.") and (registry_name, name) not in aliases
+        )
     return names
 
 
@@ -41,6 +48,41 @@ def test_every_registered_name_resolves_and_is_in_the_readme(registry_name, func
     row = readme_table().get(registry_name, "")
     short = func_name[len("spacy-dekd."):]
     assert f"`{func_name}`" in row or f"`{short}`" in row, f"{func_name} is missing from the README's `{registry_name}` row"
+
+
+def test_each_role_has_its_registry_and_every_name_one_home():
+    for role in ("dekd_objectives", "dekd_losses", "dekd_selectors", "dekd_routers", "dekd_layer_selectors"):
+        assert role in REGISTRY_NAMES and role in registry.get_registry_names()
+    names = [name for _, name in registered_names()]
+    assert len(names) == len(set(names))
+    assert registry.has("dekd_routers", "spacy-dekd.EntropySplitRouter.v1")
+    assert registry.has("dekd_objectives", "spacy-dekd.DeKD.v1") and registry.has("dekd_losses", "spacy-dekd.KLDivergence.v1")
+
+
+@pytest.mark.parametrize("role,name,released_in", list(released_aliases()))
+def test_a_name_released_in_another_registry_still_resolves_there(role, name, released_in):
+    assert registry.get(released_in, name) is registry.get(role, name)
+
+
+def test_a_config_written_with_the_released_registries_still_resolves():
+    config = {
+        "objective": {
+            "@dekd_losses": "spacy-dekd.DeKD.v1",
+            "selector": {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 0.5},
+            "cross_entropy": {"@dekd_losses": "spacy-dekd.CrossEntropy.v1"},
+            "teacher_assistant": {
+                "@dekd_losses": "spacy-dekd.TeacherAssistantKL.v1",
+                "router": {"@dekd_selectors": "spacy-dekd.EntropySplitRouter.v1"},
+                "kl": {"@dekd_losses": "spacy-dekd.KLDivergence.v1"},
+            },
+            "alignment": {
+                "@dekd_losses": "spacy-dekd.LayerAlignment.v1",
+                "layer_selector": {"@dekd_selectors": "spacy-dekd.EntropyLayerSelector.v1"},
+            },
+        }
+    }
+    objective = registry.resolve(config)["objective"]
+    assert objective.uses_assistant and objective.needs_hidden_states
 
 
 def test_factory_is_registered():

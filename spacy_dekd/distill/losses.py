@@ -164,6 +164,10 @@ class TeacherAssistantLoss:
     which from the assistant.
     """
 
+    # Monte Carlo dropout passes each frozen model makes per answer, so that
+    # the answer carries an uncertainty per row (MUKI's); 0: none.
+    mc_samples: int = 0
+
     def __init__(self, router: Router, kl: LossFn) -> None:
         self.router = router
         self.kl = kl
@@ -294,7 +298,7 @@ def make_teacher_assistant_kl_v1(router: Router, kl: LossFn) -> TeacherAssistant
     """Eq. 7: KL to the teacher on the rows the router calls certain, KL to
     the assistant on the others.
 
-    router (Router): From `dekd_selectors`, e.g. spacy-dekd.EntropySplitRouter.v1.
+    router (Router): From `dekd_routers`, e.g. spacy-dekd.EntropySplitRouter.v1.
     kl (LossFn): From `dekd_losses`, e.g. spacy-dekd.KLDivergence.v1.
     """
     return TeacherAssistantLoss(router, kl)
@@ -309,7 +313,7 @@ def make_layer_alignment_v1(
 ) -> LayerAlignmentLoss:
     """Eq. 9 over the teacher layers the selector picks (Eq. 8).
 
-    layer_selector (LayerSelector): From `dekd_selectors`.
+    layer_selector (LayerSelector): From `dekd_layer_selectors`.
     n_layers (Optional[int]): M; the student's number of layers when None.
     project (bool): Learn a d_s → d_t projection when the widths differ.
     reduction (str): "sum" or "mean" over hidden dimensions (docs/DESIGN.md).

@@ -4,15 +4,18 @@ row (`BothRouter`), and each method says how the student learns from the two.
 
 - UHC and MUKI replace Eq. 7 inside the DeKD objective (`teacher_assistant`):
   they combine the two teachers' logits.
-- DFA and CFL are objectives of their own (`MultiTeacherObjective`): CE, a
-  KL to the teachers' logits and a term over the teachers' features (the
-  first-token state of each model's last layer), through learned maps that
-  train with the student and are not saved with it.
+- DFA and CFL are objectives of their own, built from parts
+  (`MultiTeacherObjective`: the selection, a transfer term, CE): a KL to the
+  teachers' logits and a term over the teachers' features (the first-token
+  state of each model's last layer), through learned maps that train with
+  the student and are not saved with it. KSM (ksm.py) is the same objective
+  with another transfer: a policy choosing the knowledge per step.
 
 Each term is a pure torch function, unit-tested against a hand computation.
 Where a method is simplified here, its builder's docstring says how.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import functools
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +24,9 @@ from torch import nn
 from ..models.pytorch import ClassifierOutput
 from ..registry import registry
 from .losses import TeacherAssistantLoss, kl_divergence, layer_alignment
-from .objective import DeKDObjective, _positions
-from .selectors import BothRouter, entropy_score
-from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, TeacherOutput
+from .objective import Selection, answered_plan, positions
+from .selectors import BothRouter
+from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, TeacherOutput, Transfer
 
 INTEGRATIONS = ("hard", "soft", "mean")
 
@@ -97,7 +100,7 @@ class IntegratedTeachersLoss(TeacherAssistantLoss):
         super().__init__(BothRouter(), kl_divergence)
         self.integration = integration
         self.temperature = temperature
-        self.mc_samples = mc_samples  # read by the trainer: dropout passes per answer
+        self.mc_samples = mc_samples
 
     def __call__(
         self,
@@ -158,59 +161,111 @@ def cfl_feature_loss(
     return total
 
 
-class MultiTeacherFeatures(nn.Module):
-    """The learned maps of a feature term, built once the widths are known."""
+class DFAMaps(nn.Module):
+    """DFA's learned maps: the student's features into each teacher's width."""
 
-    def __init__(self, method: str, student_width: int, teacher_widths: Sequence[int], common_width: int) -> None:
+    def __init__(self, student_width: int, teacher_widths: Sequence[int]) -> None:
         super().__init__()
-        self.method = method
-        if method == "dfa":
-            self.projections = nn.ModuleList(nn.Linear(student_width, d) for d in teacher_widths)
-        else:
-            self.student_map = nn.Linear(student_width, common_width)
-            self.teacher_maps = nn.ModuleList(nn.Linear(d, common_width) for d in teacher_widths)
-            self.decoders = nn.ModuleList(nn.Linear(common_width, d) for d in teacher_widths)
+        self.projections = nn.ModuleList(nn.Linear(student_width, d) for d in teacher_widths)
 
     def forward(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.method == "dfa":
-            return dfa_feature_loss(student, teachers, list(self.projections))
+        return dfa_feature_loss(student, teachers, list(self.projections))
+
+
+class CFLMaps(nn.Module):
+    """CFL's learned maps into a common space of `common_width`, and back."""
+
+    def __init__(self, student_width: int, teacher_widths: Sequence[int], common_width: int) -> None:
+        super().__init__()
+        self.student_map = nn.Linear(student_width, common_width)
+        self.teacher_maps = nn.ModuleList(nn.Linear(d, common_width) for d in teacher_widths)
+        self.decoders = nn.ModuleList(nn.Linear(common_width, d) for d in teacher_widths)
+
+    def forward(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> torch.Tensor:
         return cfl_feature_loss(student, teachers, self.student_map, list(self.teacher_maps), list(self.decoders))
 
 
-class MultiTeacherObjective(DeKDObjective):
-    """λ1·CE + λ2·KL to the teachers' logits + λ3·(feature term), the teacher
-    and the assistant answering every selected row with their logits and
-    their last layer's first-token state.
+# (student width, the teachers' widths) -> the maps of a feature term.
+FeatureMaps = Callable[[int, Sequence[int]], nn.Module]
+
+
+class TeachersKD:
+    """DFA's and CFL's transfer: λ2·KD to the two teachers' logits (`kd`, a
+    `TeacherAssistantLoss` that sends every row to both) + λ3·a feature term
+    over their last layers' first-token states, through maps built once the
+    widths are known.
     """
 
-    def __init__(
-        self,
-        *,
-        method: str,
-        selector: InstanceSelector,
-        teachers_kl: TeacherAssistantLoss,
-        cross_entropy: LossFn,
-        ce_weight: float,
-        kd_weight: float,
-        feature_weight: float,
-        common_width: int = 128,
-    ) -> None:
-        super().__init__(
-            selector=selector, teacher_assistant=teachers_kl, alignment=None, cross_entropy=cross_entropy,
-            ce_weight=ce_weight, ta_weight=kd_weight, alignment_weight=0.0,
-        )
-        self.method = method
+    feedback_size = 0
+
+    def __init__(self, kd: TeacherAssistantLoss, maps: FeatureMaps, *, kd_weight: float, feature_weight: float) -> None:
+        self.kd = kd
+        self.maps = maps
+        self.kd_weight = kd_weight
         self.feature_weight = feature_weight
-        self.common_width = common_width
-        self.features: Optional[MultiTeacherFeatures] = None
+        self.features: Optional[nn.Module] = None
+
+    def initialize(self, student_width: int, teacher_widths: Sequence[int]) -> List[nn.Parameter]:
+        self.features = self.maps(student_width, teacher_widths)
+        return list(self.features.parameters())
+
+    def module(self) -> Optional[nn.Module]:
+        return self.features
+
+    def __call__(
+        self, logits: torch.Tensor, features: torch.Tensor, teacher: TeacherOutput, assistant: TeacherOutput,
+        *, multilabel: bool = False,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        assert self.features is not None and teacher.hidden_states is not None and assistant.hidden_states is not None
+        routed = torch.cat([logits, logits])  # the teacher's side, then the assistant's
+        kd = self.kd(routed, teacher.logits, assistant.logits, multilabel=multilabel)
+        feature = self.features(features, [teacher.hidden_states[-1], assistant.hidden_states[-1]])
+        terms = {"ta": float(kd.detach()), "da": float(feature.detach())}
+        return self.kd_weight * kd + self.feature_weight * feature, terms
+
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
+        pass
+
+    def feedback(self, dev_loss: float) -> None:
+        pass
+
+
+class MultiTeacherObjective:
+    """λ1·CE + a transfer term over the selected rows, which the teacher and
+    the assistant both answer with their logits and every layer's states.
+    Built from parts, each swappable: `selection` (the selector, every
+    selected row routed to both teachers), `transfer` (what those rows learn:
+    `TeachersKD` for DFA and CFL, `ksm.KnowledgeChoice` for KSM) and the
+    cross-entropy on the gold labels. It gives what the loop reads of an
+    objective (`types.Objective`).
+    """
+
+    needs_hidden_states = True
+    needs_assistant_hidden_states = True
+    uses_assistant = True
+    mc_dropout_samples = 0
+
+    def __init__(
+        self, *, name: str, selector: InstanceSelector, transfer: Transfer, cross_entropy: LossFn, ce_weight: float,
+    ) -> None:
+        self.name = name
+        self.selector = selector
+        self.selection = Selection(selector, BothRouter())
+        self.transfer = transfer
+        self.cross_entropy = cross_entropy
+        self.ce_weight = ce_weight
+        self.multilabel = False
 
     @property
-    def needs_hidden_states(self) -> bool:
-        return True
+    def reads_logits(self) -> bool:
+        return self.selection.reads_logits
 
     @property
-    def needs_assistant_hidden_states(self) -> bool:
-        return True
+    def feedback_size(self) -> int:
+        return self.transfer.feedback_size
 
     def initialize(
         self, *, multilabel: bool, n_student_layers: int, student_width: int, teacher_width: int,
@@ -218,16 +273,42 @@ class MultiTeacherObjective(DeKDObjective):
     ) -> List[nn.Parameter]:
         self.multilabel = multilabel
         widths = [teacher_width, teacher_width if assistant_width is None else assistant_width]
-        self.features = MultiTeacherFeatures(self.method, student_width, widths, self.common_width)
-        return list(self.features.parameters())
+        return self.transfer.initialize(student_width, widths)
 
     def projections(self) -> Optional[nn.Module]:
-        return self.features
+        return self.transfer.module()
+
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        return {**self.selection.rng_state(), **self.transfer.rng_state()}
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
+        self.selection.set_rng_state(state)
+        self.transfer.set_rng_state(state)
+
+    def teacher_query_size(self, n: int) -> int:
+        return self.selector.count(n)  # both teachers answer every selected row
+
+    def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]:
+        return self.selection.query_sizes(n, teacher_allowance)
+
+    def query_rows(self, n: int, teacher_allowance: Optional[int] = None) -> int:
+        return self.selection.query_rows(n, teacher_allowance)
 
     def plan(self, student_logits: torch.Tensor, teacher_known: Optional[torch.Tensor] = None) -> QueryPlan:
-        plan = super().plan(student_logits, teacher_known)
-        plan.aligned = plan.selected  # the feature term reads every selected row
-        return plan
+        """Every selected row is asked of both teachers, and the feature term reads it."""
+        selected, _, _ = self.selection(student_logits.detach(), multilabel=self.multilabel)
+        return QueryPlan(selected, selected, selected, selected, selected)
+
+    def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan:
+        return answered_plan(teacher_rows, assistant_rows, aligned=True)
+
+    def select_queries(
+        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.selection.select_queries(student_logits, n, teacher_allowance, multilabel=self.multilabel)
+
+    def feedback(self, dev_loss: float) -> None:
+        self.transfer.feedback(dev_loss)
 
     def __call__(
         self,
@@ -244,34 +325,16 @@ class MultiTeacherObjective(DeKDObjective):
             raise ValueError(f"{self.name} needs the hidden states of the student, the teacher and the assistant.")
         ce = self.cross_entropy(student.logits, gold, multilabel=self.multilabel, mask=gold_mask)
         rows = plan.teacher_rows  # = the assistant's rows = the selected rows
-        t_pos = _positions(plan.teacher_query, rows)
+        t_pos = positions(plan.teacher_query, rows)
         transfer, terms = self.transfer(
             student.logits[rows], student.hidden_states[-1][rows],
             TeacherOutput(teacher.logits[t_pos], [h[t_pos] for h in teacher.hidden_states]), assistant,
+            multilabel=self.multilabel,
         )
         return LossTerms(total=self.ce_weight * ce + transfer, terms={"ce": float(ce.detach()), **terms})
 
-    @property
-    def name(self) -> str:
-        return self.method.upper()
 
-    def transfer(
-        self, logits: torch.Tensor, features: torch.Tensor, teacher: TeacherOutput, assistant: TeacherOutput,
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """What the selected rows learn from the two teachers: λ2·KL + λ3·(the
-        feature term), and the terms for the log. logits (k, C) and
-        features (k, d_s) are the student's on those rows; teacher and
-        assistant answer the same rows, in order.
-        """
-        assert self.features is not None and teacher.hidden_states is not None and assistant.hidden_states is not None
-        routed = torch.cat([logits, logits])  # the teacher's side, then the assistant's
-        kd = self.teacher_assistant(routed, teacher.logits, assistant.logits, multilabel=self.multilabel)
-        feature = self.features(features, [teacher.hidden_states[-1], assistant.hidden_states[-1]])
-        terms = {"ta": float(kd.detach()), "da": float(feature.detach())}
-        return self.ta_weight * kd + self.feature_weight * feature, terms
-
-
-def _check_weights(**weights: float) -> None:
+def check_weights(**weights: float) -> None:
     for name, value in weights.items():
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}.")
@@ -313,7 +376,7 @@ def make_muki_v1(
     return IntegratedTeachersLoss(integration=integration, temperature=temperature, mc_samples=samples)
 
 
-@registry.dekd_losses("spacy-dekd.DFA.v1")
+@registry.dekd_objectives("spacy-dekd.DFA.v1")
 def make_dfa_v1(
     selector: InstanceSelector,
     cross_entropy: LossFn,
@@ -321,7 +384,7 @@ def make_dfa_v1(
     ce_weight: float = 0.5,
     kd_weight: float = 0.5,
     feature_weight: float = 0.02,
-) -> DeKDObjective:
+) -> MultiTeacherObjective:
     """DFA as read from the paper's description: the student's features
     aligned to each teacher's features plus KD to each teacher.
     λ1·CE + λ2·(KL_T + KL_A) + λ3·Σ_j align(P_j h_s, h_j), h the first-token
@@ -331,14 +394,14 @@ def make_dfa_v1(
     selector (InstanceSelector): The rows both teachers answer.
     kl (LossFn): spacy-dekd.KLDivergence.v1.
     """
-    _check_weights(ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight)
-    return MultiTeacherObjective(
-        method="dfa", selector=selector, teachers_kl=TeacherAssistantLoss(BothRouter(), kl),
-        cross_entropy=cross_entropy, ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight,
+    check_weights(ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight)
+    transfer = TeachersKD(
+        TeacherAssistantLoss(BothRouter(), kl), DFAMaps, kd_weight=kd_weight, feature_weight=feature_weight
     )
+    return MultiTeacherObjective(name="DFA", selector=selector, transfer=transfer, cross_entropy=cross_entropy, ce_weight=ce_weight)
 
 
-@registry.dekd_losses("spacy-dekd.CFL.v1")
+@registry.dekd_objectives("spacy-dekd.CFL.v1")
 def make_cfl_v1(
     selector: InstanceSelector,
     cross_entropy: LossFn,
@@ -347,7 +410,7 @@ def make_cfl_v1(
     ce_weight: float = 0.5,
     kd_weight: float = 0.5,
     feature_weight: float = 0.02,
-) -> DeKDObjective:
+) -> MultiTeacherObjective:
     """CFL (Luo et al., 2019): the teachers' features mapped into a common
     space by learned maps, the student's features matched there, plus KD to
     the teachers' combined prediction (their average at τ: CFL concatenates
@@ -357,188 +420,11 @@ def make_cfl_v1(
 
     common_width (int): The width of the common space.
     """
-    _check_weights(ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight)
+    check_weights(ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight)
     if common_width < 1:
         raise ValueError(f"common_width must be >= 1, got {common_width}.")
-    return MultiTeacherObjective(
-        method="cfl", selector=selector,
-        teachers_kl=IntegratedTeachersLoss(integration="mean", temperature=temperature),
-        cross_entropy=cross_entropy, ce_weight=ce_weight, kd_weight=kd_weight,
-        feature_weight=feature_weight, common_width=common_width,
+    transfer = TeachersKD(
+        IntegratedTeachersLoss(integration="mean", temperature=temperature),
+        functools.partial(CFLMaps, common_width=common_width), kd_weight=kd_weight, feature_weight=feature_weight,
     )
-
-
-# KSM: which knowledge to transfer, chosen per step by an actor-critic
-
-KNOWLEDGE = ("teacher_logits", "assistant_logits", "teacher_hidden", "assistant_hidden")
-
-
-class KnowledgePolicy(nn.Module):
-    """KSM's actor (a softmax over the kinds of knowledge) and critic (a
-    state's value), both linear in the state: the student's mean normalised
-    entropy on the batch and its last dev loss. Zero-initialised: the first
-    choices are uniform. Its buffers hold the step in flight (state, action,
-    reward), so that a checkpoint resumes it exactly.
-    """
-
-    n_state = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.actor = nn.Linear(self.n_state, len(KNOWLEDGE))
-        self.critic = nn.Linear(self.n_state, 1)
-        for layer in (self.actor, self.critic):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        self.register_buffer("pending_state", torch.zeros(self.n_state))
-        self.register_buffer("pending_action", torch.tensor(-1))
-        self.register_buffer("reward", torch.tensor(float("nan")))
-        self.register_buffer("dev_loss", torch.tensor(float("nan")))
-
-
-def actor_critic_update(
-    policy: KnowledgePolicy, state: torch.Tensor, action: int, reward: float, next_state: torch.Tensor,
-    *, gamma: float, learn_rate: float,
-) -> float:
-    """One TD(0) actor-critic step: δ = r + γ·V(s') − V(s); the actor
-    follows −log π(a|s)·δ, the critic δ², by plain SGD (no optimizer state,
-    so a checkpoint of the weights resumes it). RETURNS: δ.
-    """
-    with torch.enable_grad():
-        value = policy.critic(state).squeeze()
-        with torch.no_grad():
-            target = reward + gamma * policy.critic(next_state).squeeze()
-        delta = target - value
-        log_prob = F.log_softmax(policy.actor(state), dim=-1)[action]
-        loss = -log_prob * delta.detach() + delta.pow(2)
-        grads = torch.autograd.grad(loss, list(policy.actor.parameters()) + list(policy.critic.parameters()))
-    with torch.no_grad():
-        for param, grad in zip(list(policy.actor.parameters()) + list(policy.critic.parameters()), grads):
-            param -= learn_rate * grad
-    return float(delta.detach())
-
-
-class KSMObjective(MultiTeacherObjective):
-    """λ1·CE + λ2·(one kind of knowledge per step), the kind sampled from
-    KSM's policy; after each step the trainer reports the student's loss on
-    a fixed dev sample (`feedback`), whose relative improvement rewards the
-    choice.
-    """
-
-    def __init__(
-        self, *, selector: InstanceSelector, cross_entropy: LossFn, kl: LossFn, ce_weight: float, kd_weight: float,
-        feedback_size: int, gamma: float, policy_learn_rate: float, seed: int,
-    ) -> None:
-        super().__init__(
-            method="dfa", selector=selector, teachers_kl=TeacherAssistantLoss(BothRouter(), kl),
-            cross_entropy=cross_entropy, ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=0.0,
-        )
-        self.kl = kl
-        self.feedback_size = feedback_size
-        self.gamma = gamma
-        self.policy_learn_rate = policy_learn_rate
-        self.policy = KnowledgePolicy()
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def initialize(self, **kwargs: Any) -> List[nn.Parameter]:  # type: ignore[override]
-        params = super().initialize(**kwargs)  # the feature maps train with the student
-        self.container = nn.ModuleDict({"features": self.features, "policy": self.policy})
-        return params
-
-    def projections(self) -> Optional[nn.Module]:
-        return getattr(self, "container", None)
-
-    def rng_state(self) -> Dict[str, torch.Tensor]:
-        return {**super().rng_state(), "ksm": self.generator.get_state()}
-
-    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
-        super().set_rng_state(state)
-        if "ksm" in state:
-            self.generator.set_state(state["ksm"])
-
-    def feedback(self, dev_loss: float) -> None:
-        """The student's dev loss after the step just taken: its relative
-        improvement over the last one rewards the knowledge chosen.
-        """
-        previous = float(self.policy.dev_loss)
-        if previous == previous:  # not NaN: there is a loss to improve on
-            self.policy.reward.fill_((previous - dev_loss) / max(previous, 1e-8))
-        self.policy.dev_loss.fill_(dev_loss)
-
-    def _state(self, logits: torch.Tensor) -> torch.Tensor:
-        # entropy_score is already divided by log|Y| (log 2 per label): in [0, 1].
-        uncertainty = float(entropy_score(logits.detach().float().cpu(), multilabel=self.multilabel).mean())
-        dev_loss = float(self.policy.dev_loss)
-        return torch.tensor([uncertainty, dev_loss if dev_loss == dev_loss else 0.0], device=self.policy.actor.weight.device)
-
-    def choose(self, logits: torch.Tensor) -> int:
-        """Learn from the last choice's reward, then sample this step's."""
-        state = self._state(logits)
-        policy = self.policy
-        reward = float(policy.reward)
-        if int(policy.pending_action) >= 0 and reward == reward:
-            actor_critic_update(
-                policy, policy.pending_state, int(policy.pending_action), reward, state,
-                gamma=self.gamma, learn_rate=self.policy_learn_rate,
-            )
-        with torch.no_grad():
-            probs = F.softmax(policy.actor(state), dim=-1).cpu()
-        action = int(torch.multinomial(probs, 1, generator=self.generator))
-        policy.pending_state.copy_(state)
-        policy.pending_action.fill_(action)
-        policy.reward.fill_(float("nan"))
-        return action
-
-    @property
-    def name(self) -> str:
-        return "KSM"
-
-    def transfer(
-        self, logits: torch.Tensor, features: torch.Tensor, teacher: TeacherOutput, assistant: TeacherOutput,
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """λ2·(the one kind of knowledge the policy picks for this step)."""
-        assert self.features is not None and teacher.hidden_states is not None and assistant.hidden_states is not None
-        action = self.choose(logits)
-        kind = KNOWLEDGE[action]
-        if kind in ("teacher_logits", "assistant_logits"):
-            target = teacher.logits if kind == "teacher_logits" else assistant.logits
-            term = self.kl(logits, target, multilabel=self.multilabel)
-        else:
-            j = 0 if kind == "teacher_hidden" else 1
-            h = (teacher, assistant)[j].hidden_states[-1]  # type: ignore[index]
-            term = layer_alignment([features], [h], projections=[self.features.projections[j]], reduction="mean")
-        return self.ta_weight * term, {"ta": float(term.detach()), "knowledge": float(action)}
-
-
-@registry.dekd_losses("spacy-dekd.KSM.v1")
-def make_ksm_v1(
-    selector: InstanceSelector,
-    cross_entropy: LossFn,
-    kl: LossFn,
-    ce_weight: float = 0.5,
-    kd_weight: float = 0.5,
-    feedback_size: int = 64,
-    gamma: float = 0.9,
-    policy_learn_rate: float = 0.1,
-    seed: int = 0,
-) -> DeKDObjective:
-    """KSM (the paper's [17]): an actor-critic chooses, per step, which
-    knowledge the student learns from: the teacher's or the assistant's
-    logits (KL) or last-layer features (aligned as Eq. 9 through a learned
-    map). The reward is the relative improvement of the student's loss on a
-    fixed sample of `feedback_size` dev examples after the step; the critic
-    bootstraps with γ so that a choice is judged by the steps after it too.
-    Simplified: a linear actor and critic over a two-number state (the
-    batch's mean normalised entropy, the last dev loss), updated by SGD.
-
-    seed (int): The policy's sampling generator.
-    """
-    _check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
-    if feedback_size < 1:
-        raise ValueError(f"feedback_size must be >= 1, got {feedback_size}.")
-    if not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
-    return KSMObjective(
-        selector=selector, cross_entropy=cross_entropy, kl=kl, ce_weight=ce_weight, kd_weight=kd_weight,
-        feedback_size=feedback_size, gamma=gamma, policy_learn_rate=policy_learn_rate, seed=seed,
-    )
+    return MultiTeacherObjective(name="CFL", selector=selector, transfer=transfer, cross_entropy=cross_entropy, ce_weight=ce_weight)

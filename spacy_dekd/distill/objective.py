@@ -13,7 +13,104 @@ from torch import nn
 from ..models.pytorch import ClassifierOutput
 from ..registry import registry
 from .losses import LayerAlignmentLoss, TeacherAssistantLoss
-from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, TeacherOutput
+from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, Router, TeacherOutput
+
+
+class Selection:
+    """Eq. 4-6 as one part: the selector keeps the rows worth a query, the
+    router splits them between the teacher and the assistant, in a batch
+    (`__call__`) and over a query round's candidates (`select_queries`).
+    The objective's side of the budget arithmetic sits here: how many
+    candidates a round can select for a teacher allowance.
+    """
+
+    def __init__(self, selector: InstanceSelector, router: Router) -> None:
+        self.selector = selector
+        self.router = router
+
+    @property
+    def reads_logits(self) -> bool:
+        """Whether selection or routing reads the student's predictions."""
+        return self.selector.reads_logits or self.router.reads_logits
+
+    def __call__(
+        self, logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, C) detached logits → the selected rows, and of them the
+        teacher's and the assistant's: ascending indices into the N rows.
+        """
+        selected = self.selector(logits, multilabel=multilabel, k=k)
+        to_teacher, to_assistant = self.router(logits[selected], multilabel=multilabel)
+        return selected, selected[to_teacher].sort().values, selected[to_assistant].sort().values
+
+    def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]:
+        """How many of n candidates a query round sends to the teacher and to
+        the assistant (the same rows, for a router that sends each to both).
+        RETURNS (Tuple[int, int]): Rows for the teacher and for the assistant.
+        """
+        k = self.query_rows(n, teacher_allowance)
+        return self.router.n_teacher(k), self.router.n_assistant(k)
+
+    def query_rows(self, n: int, teacher_allowance: Optional[int] = None) -> int:
+        """How many of n candidates a query round selects. It depends on the
+        sizes alone, so that a run knows its number of steps before it starts.
+
+        Without an allowance the selector keeps its share, ceil(r·n), as it
+        does in a batch. With one (a teacher budget), it keeps as many as put
+        `teacher_allowance` rows on the teacher's side: the budget, not the
+        ratio, sets how many are asked, so that every selector spends it.
+        """
+        k = self.selector.count(n)
+        if teacher_allowance is not None and self.router.n_teacher(n) > 0:
+            # The largest k whose teacher share fits the allowance.
+            low, high = 0, n
+            while low < high:
+                mid = (low + high + 1) // 2
+                if self.router.n_teacher(mid) <= teacher_allowance:
+                    low = mid
+                else:
+                    high = mid - 1
+            k = low
+        return k
+
+    def select_queries(
+        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None,
+        *, multilabel: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A query round over n candidates (Eq. 4-6 over a pool instead of a
+        batch): the selector ranks them on the student's detached logits and
+        keeps as many as `query_sizes` says; the router splits those.
+
+        student_logits (Optional[torch.Tensor]): (n, C); None for a selector
+            that does not read them (zeros stand in).
+        RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
+            the teacher and for the assistant, each ascending.
+        """
+        logits = student_logits.detach() if student_logits is not None else torch.zeros((n, 2))
+        _, to_teacher, to_assistant = self(logits, multilabel=multilabel, k=self.query_rows(n, teacher_allowance))
+        return to_teacher, to_assistant
+
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        """The states of the generators its selector draws from (each
+        `torch.Generator` attribute, whatever its name), for an exact resume.
+        """
+        return {_rng_key(name): g.get_state() for name, g in _generators(self.selector).items()}
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
+        for name, generator in _generators(self.selector).items():
+            if _rng_key(name) in state:
+                generator.set_state(state[_rng_key(name)])
+
+
+def answered_plan(teacher_rows: torch.Tensor, assistant_rows: torch.Tensor, *, aligned: bool) -> QueryPlan:
+    """The plan of a batch whose rows were answered in query rounds: each row
+    learns from the model that answered it, and alignment (when on) runs
+    over the teacher's rows (only they have teacher hidden states).
+    """
+    teacher_rows = teacher_rows.sort().values
+    assistant_rows = assistant_rows.sort().values
+    selected = torch.cat([teacher_rows, assistant_rows]).unique(sorted=True)
+    return QueryPlan(selected, teacher_rows, assistant_rows, teacher_rows, teacher_rows if aligned else teacher_rows[:0])
 
 
 class DeKDObjective:
@@ -52,6 +149,7 @@ class DeKDObjective:
             raise ValueError(f"align_rows must be 'selected' or 'teacher', got '{align_rows}'.")
         self.selector = selector
         self.teacher_assistant = teacher_assistant
+        self.selection = Selection(selector, teacher_assistant.router)
         self.alignment = alignment if alignment_weight > 0 else None
         self.cross_entropy = cross_entropy
         self.ce_weight = ce_weight
@@ -72,26 +170,20 @@ class DeKDObjective:
 
     @property
     def reads_logits(self) -> bool:
-        """Whether selection or routing reads the student's predictions."""
-        return self.selector.reads_logits or self.teacher_assistant.router.reads_logits
+        return self.selection.reads_logits
 
     def rng_state(self) -> Dict[str, torch.Tensor]:
-        """The states of the generators its selector draws from (each
-        `torch.Generator` attribute, whatever its name), for an exact resume.
-        """
-        return {_rng_key(name): g.get_state() for name, g in _generators(self.selector).items()}
+        return self.selection.rng_state()
 
     def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None:
-        for name, generator in _generators(self.selector).items():
-            if _rng_key(name) in state:
-                generator.set_state(state[_rng_key(name)])
+        self.selection.set_rng_state(state)
 
     @property
     def mc_dropout_samples(self) -> int:
         """Monte Carlo dropout passes the frozen models make per row to
         estimate their uncertainty (MUKI); 0 for none.
         """
-        return int(getattr(self.teacher_assistant, "mc_samples", 0))
+        return self.teacher_assistant.mc_samples
 
     @property
     def needs_assistant_hidden_states(self) -> bool:
@@ -121,12 +213,7 @@ class DeKDObjective:
             teacher outputs are cached; read only when reusing them.
         """
         logits = student_logits.detach()
-        selected = self.selector(logits, multilabel=self.multilabel)  # (k,)
-        to_teacher, to_assistant = self.teacher_assistant.route(
-            logits[selected], multilabel=self.multilabel
-        )
-        teacher_rows = selected[to_teacher].sort().values
-        assistant_rows = selected[to_assistant].sort().values
+        selected, teacher_rows, assistant_rows = self.selection(logits, multilabel=self.multilabel)
         aligned = selected.new_zeros((0,))
         if self.needs_hidden_states:
             aligned = selected if self.align_rows == "selected" else teacher_rows
@@ -150,69 +237,23 @@ class DeKDObjective:
         return self.teacher_assistant.router.n_teacher(k)
 
     def query_sizes(self, n: int, teacher_allowance: Optional[int] = None) -> Tuple[int, int]:
-        """How many of n candidates a query round sends to the teacher and to
-        the assistant (the same rows, for a router that sends each to both).
-        RETURNS (Tuple[int, int]): Rows for the teacher and for the assistant.
-        """
-        k = self.query_rows(n, teacher_allowance)
-        router = self.teacher_assistant.router
-        return router.n_teacher(k), router.n_assistant(k)
+        return self.selection.query_sizes(n, teacher_allowance)
 
     def query_rows(self, n: int, teacher_allowance: Optional[int] = None) -> int:
-        """How many of n candidates a query round selects. It depends on the
-        sizes alone, so that a run knows its number of steps before it starts.
+        return self.selection.query_rows(n, teacher_allowance)
 
-        Without an allowance the selector keeps its share, ceil(r·n), as it
-        does in a batch. With one (a teacher budget), it keeps as many as put
-        `teacher_allowance` rows on the teacher's side: the budget, not the
-        ratio, sets how many are asked, so that every selector spends it.
-        """
-        router = self.teacher_assistant.router
-        k = self.selector.count(n)
-        if teacher_allowance is not None and router.n_teacher(n) > 0:
-            # The largest k whose teacher share fits the allowance.
-            low, high = 0, n
-            while low < high:
-                mid = (low + high + 1) // 2
-                if router.n_teacher(mid) <= teacher_allowance:
-                    low = mid
-                else:
-                    high = mid - 1
-            k = low
-        return k
+    def select_queries(
+        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.selection.select_queries(student_logits, n, teacher_allowance, multilabel=self.multilabel)
+
+    def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan:
+        return answered_plan(teacher_rows, assistant_rows, aligned=self.needs_hidden_states)
 
     def feedback(self, dev_loss: float) -> None:
         """The student's loss on `feedback_size` dev examples after a step:
         Eq. 10 does not listen (KSM's objective does).
         """
-
-    def select_queries(
-        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A query round over n candidates (Eq. 4-6 over a pool instead of a
-        batch): the selector ranks them on the student's detached logits and
-        keeps as many as `query_sizes` says; the router splits those.
-
-        student_logits (Optional[torch.Tensor]): (n, C); None for a selector
-            that does not read them (zeros stand in).
-        RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
-            the teacher and for the assistant, each ascending.
-        """
-        logits = student_logits.detach() if student_logits is not None else torch.zeros((n, 2))
-        selected = self.selector(logits, multilabel=self.multilabel, k=self.query_rows(n, teacher_allowance))
-        to_teacher, to_assistant = self.teacher_assistant.route(logits[selected], multilabel=self.multilabel)
-        return selected[to_teacher].sort().values, selected[to_assistant].sort().values
-
-    def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan:
-        """The plan of a batch whose rows were answered in query rounds: each
-        row learns from the model that answered it, and alignment runs over
-        the teacher's rows (only they have teacher hidden states).
-        """
-        teacher_rows = teacher_rows.sort().values
-        assistant_rows = assistant_rows.sort().values
-        selected = torch.cat([teacher_rows, assistant_rows]).unique(sorted=True)
-        aligned = teacher_rows if self.needs_hidden_states else teacher_rows[:0]
-        return QueryPlan(selected, teacher_rows, assistant_rows, teacher_rows, aligned)
 
     def __call__(
         self,
@@ -236,7 +277,7 @@ class DeKDObjective:
         """
         logits = student.logits
         ce = self.cross_entropy(logits, gold, multilabel=self.multilabel, mask=gold_mask)
-        t_pos = _positions(plan.teacher_query, plan.teacher_rows)
+        t_pos = positions(plan.teacher_query, plan.teacher_rows)
         teacher_logits = teacher.logits[t_pos]
         if assistant is None:
             if plan.assistant_rows.numel() > 0:
@@ -260,7 +301,7 @@ class DeKDObjective:
         elif self.alignment is not None:
             if student.hidden_states is None or teacher.hidden_states is None:
                 raise ValueError("Layer alignment needs the hidden states of student and teacher.")
-            a_pos = _positions(plan.teacher_query, plan.aligned)
+            a_pos = positions(plan.teacher_query, plan.aligned)
             teacher_hidden = [h[a_pos] for h in teacher.hidden_states]
             layers = self.alignment.pick_layers(teacher_hidden, head=teacher_head)
             student_hidden = [h[plan.aligned] for h in student.hidden_states]
@@ -279,12 +320,12 @@ def _rng_key(name: str) -> str:
     return "selector" if name == "generator" else f"selector.{name}"
 
 
-def _positions(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def positions(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Where each of `rows` sits in `query` (both ascending, rows ⊆ query)."""
     return torch.searchsorted(query, rows)
 
 
-@registry.dekd_losses("spacy-dekd.DeKD.v1")
+@registry.dekd_objectives("spacy-dekd.DeKD.v1")
 def make_dekd_v1(
     selector: InstanceSelector,
     teacher_assistant: TeacherAssistantLoss,

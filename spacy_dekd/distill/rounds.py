@@ -31,14 +31,15 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .objective import DeKDObjective
+from .types import Objective
+
 
 # Who answered an unlabelled example, as bits: a multi-teacher router has
 # both answer it (TEACHER | ASSISTANT).
 UNANSWERED, TEACHER, ASSISTANT = 0, 1, 2
 
 
-def labelled_need(objective: DeKDObjective, batch_sizes: List[int], n_epochs: int, n_labelled: int) -> int:
+def labelled_need(objective: Objective, batch_sizes: List[int], n_epochs: int, n_labelled: int) -> int:
     """The most distinct labelled examples Algorithm 1 can ask the teacher
     about: the rows of each labelled batch it queries, every epoch, and never
     more than the labelled examples (each is asked at most once).
@@ -63,7 +64,7 @@ class TeacherBudget:
 
     @classmethod
     def create(
-        cls, share: Optional[float], objective: DeKDObjective, labelled_sizes: List[int], n_epochs: int,
+        cls, share: Optional[float], objective: Objective, labelled_sizes: List[int], n_epochs: int,
         n_labelled: int, n_examples: int,
     ) -> "TeacherBudget":
         """RAISES ValueError: the labelled batches alone may ask for more."""
@@ -157,7 +158,7 @@ class QueryRounds:
         answers = self.answered[torch.tensor(ids)]
         return torch.nonzero(answers & TEACHER).flatten(), torch.nonzero(answers & ASSISTANT).flatten()
 
-    def planned_sizes(self, objective: DeKDObjective, n_epochs: int) -> List[int]:
+    def planned_sizes(self, objective: Objective, n_epochs: int) -> List[int]:
         """Answered unlabelled examples at each epoch, from counts alone."""
         answered, spent, sizes = 0, 0, []
         for epoch in range(n_epochs):

@@ -223,7 +223,7 @@ class BothRouter:
         return rows, rows
 
 
-@registry.dekd_selectors("spacy-dekd.EntropySplitRouter.v1")
+@registry.dekd_routers("spacy-dekd.EntropySplitRouter.v1")
 def make_entropy_split_router_v1() -> Router:
     """Eq. 6: the more certain half of the selected rows learns from the
     teacher, the more uncertain half from the assistant.
@@ -231,19 +231,19 @@ def make_entropy_split_router_v1() -> Router:
     return EntropySplitRouter()
 
 
-@registry.dekd_selectors("spacy-dekd.TeacherOnlyRouter.v1")
+@registry.dekd_routers("spacy-dekd.TeacherOnlyRouter.v1")
 def make_teacher_only_router_v1() -> Router:
     """Every selected row learns from the teacher ("w/o TA", vanilla KD)."""
     return OneSideRouter(to_assistant=False)
 
 
-@registry.dekd_selectors("spacy-dekd.AssistantOnlyRouter.v1")
+@registry.dekd_routers("spacy-dekd.AssistantOnlyRouter.v1")
 def make_assistant_only_router_v1() -> Router:
     """Every selected row learns from the assistant (TAKD's second stage)."""
     return OneSideRouter(to_assistant=True)
 
 
-@registry.dekd_selectors("spacy-dekd.BothTeachersRouter.v1")
+@registry.dekd_routers("spacy-dekd.BothTeachersRouter.v1")
 def make_both_teachers_router_v1() -> Router:
     """Every selected row learns from the teacher and from the assistant, as
     from two teachers (UHC, MUKI).
@@ -287,7 +287,7 @@ def pick_top_layers(scores: torch.Tensor, n_layers: int) -> List[int]:
     return top_k(scores, n_layers).tolist()
 
 
-@registry.dekd_selectors("spacy-dekd.EntropyLayerSelector.v1")
+@registry.dekd_layer_selectors("spacy-dekd.EntropyLayerSelector.v1")
 def make_entropy_layer_selector_v1(score: str = "logits", multilabel: Optional[bool] = None) -> LayerSelector:
     """DeKD's dynamic choice of the M most informative teacher layers,
     recomputed every batch on the selected examples.
@@ -317,7 +317,7 @@ def make_entropy_layer_selector_v1(score: str = "logits", multilabel: Optional[b
     return select
 
 
-@registry.dekd_selectors("spacy-dekd.UniformLayerSelector.v1")
+@registry.dekd_layer_selectors("spacy-dekd.UniformLayerSelector.v1")
 def make_uniform_layer_selector_v1() -> LayerSelector:
     """Teacher layers round(i·L/M), i = 1..M (BERT-PKD "skip")."""
 
@@ -330,7 +330,7 @@ def make_uniform_layer_selector_v1() -> LayerSelector:
     return select
 
 
-@registry.dekd_selectors("spacy-dekd.LastLayerSelector.v1")
+@registry.dekd_layer_selectors("spacy-dekd.LastLayerSelector.v1")
 def make_last_layer_selector_v1() -> LayerSelector:
     """The last M teacher layers (BERT-PKD "last")."""
 

@@ -114,9 +114,39 @@ class LossTerms:
 
 
 @runtime_checkable
+class Transfer(Protocol):
+    """What a multi-teacher objective's selected rows learn from the teacher
+    and the assistant, both of which answer each of them (`multi_teacher.py`).
+    """
+
+    feedback_size: int  # dev examples whose loss it hears after each step
+
+    def initialize(self, student_width: int, teacher_widths: Sequence[int]) -> List[nn.Parameter]:
+        """Build its learned maps; RETURNS the parameters that train with the student."""
+
+    def module(self) -> Optional[nn.Module]:
+        """Its trained modules, saved with each checkpoint."""
+
+    def __call__(
+        self, logits: torch.Tensor, features: torch.Tensor, teacher: "TeacherOutput", assistant: "TeacherOutput",
+        *, multilabel: bool = False,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The student's logits (k, C) and last-layer features (k, d_s) on
+        the selected rows, the two teachers' answers for the same rows →
+        the weighted term and its parts for the log.
+        """
+
+    def rng_state(self) -> Dict[str, torch.Tensor]: ...
+
+    def set_rng_state(self, state: Dict[str, torch.Tensor]) -> None: ...
+
+    def feedback(self, dev_loss: float) -> None: ...
+
+
+@runtime_checkable
 class Objective(Protocol):
     """What the loop (loop.py, prepare.py, rounds.py) reads of an objective:
-    `DeKDObjective` and the multi-teacher objectives give all of it. Its
+    `DeKDObjective` and `MultiTeacherObjective` give all of it. Its
     requirements decide what the frozen models answer; its state is saved
     with each checkpoint.
     """

@@ -63,7 +63,7 @@ def student_config(tmp_path, *, from_pretrained=False, teacher_only=False, code_
         config["distillation"]["student_init"] = {"@misc": "spacy-dekd.StudentFromPretrained.v1"}
     if teacher_only:
         config["distillation"]["objective"]["teacher_assistant"]["router"] = {
-            "@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"
+            "@dekd_routers": "spacy-dekd.TeacherOnlyRouter.v1"
         }
     if code_loss:
         config["distillation"]["objective"]["cross_entropy"] = {"@dekd_losses": code_loss}

@@ -40,7 +40,7 @@ def test_the_example_selector_scores_and_keeps_the_most_uncertain_rows(tmp_path)
 
 def test_the_example_router_sends_the_certain_third_to_the_teacher(tmp_path):
     _, module = example("my_routers.py", tmp_path)
-    router = registry.resolve({"r": {"@dekd_selectors": "my.ConfidentThirdRouter.v1"}})["r"]
+    router = registry.resolve({"r": {"@dekd_routers": "my.ConfidentThirdRouter.v1"}})["r"]
     logits = torch.tensor([[0.0, 0.0], [5.0, -5.0], [0.2, 0.0], [3.0, 0.0], [0.0, 9.0], [0.1, 0.0]])
     teacher, assistant = router(logits)
     assert teacher.tolist() == [1, 4] and assistant.tolist() == [0, 2, 3, 5]

@@ -42,7 +42,7 @@ def config_with(tmp_path, *, selector="entropy", teacher_only=False, base=DEKD_C
     config["distillation"]["objective"]["selector"] = SELECTORS[selector]
     if teacher_only:
         config["distillation"]["objective"]["teacher_assistant"]["router"] = {
-            "@dekd_selectors": "spacy-dekd.TeacherOnlyRouter.v1"
+            "@dekd_routers": "spacy-dekd.TeacherOnlyRouter.v1"
         }
     path = tmp_path / "student.cfg"
     config.to_disk(path)

@@ -222,14 +222,14 @@ def test_feature_objectives_sum_their_weighted_terms(method):
         kd = kl(logits[rows], t_logits[rows]) + kl(logits[rows], a_logits[rows])
     else:
         kd = kl(logits[rows], integrate_teachers([t_logits[rows], a_logits[rows]], integration="mean", temperature=2.0))
-    feature = objective.features(student_hidden[-1][rows], [t_hidden[-1][rows], a_hidden[-1][rows]])
+    feature = objective.transfer.features(student_hidden[-1][rows], [t_hidden[-1][rows], a_hidden[-1][rows]])
     assert float(out.total.detach()) == pytest.approx(float(0.3 * ce + 0.5 * kd + 0.2 * feature), rel=1e-5)
     out.total.backward()
     assert all(p.grad is not None for p in params)
 
 
 def test_actor_critic_step_by_hand():
-    from spacy_dekd.distill.multi_teacher import KnowledgePolicy, actor_critic_update
+    from spacy_dekd.distill.ksm import KnowledgePolicy, actor_critic_update
 
     policy = KnowledgePolicy()  # zeros: uniform choice, V = 0
     state, next_state = torch.tensor([0.5, 2.0]), torch.tensor([0.4, 1.0])
@@ -246,7 +246,7 @@ def test_actor_critic_step_by_hand():
 
 
 def ksm(seed):
-    from spacy_dekd.distill.multi_teacher import make_ksm_v1
+    from spacy_dekd.distill.ksm import make_ksm_v1
 
     objective = make_ksm_v1(
         selector=make_all_selector_v1(seed=0), cross_entropy=cross_entropy, kl=make_kl_divergence_v1(temperature=2.0), seed=seed,
@@ -260,7 +260,7 @@ def choices(objective, n=30):
     picked = []
     for step in range(n):
         logits = torch.randn(4, 2)
-        picked.append(objective.choose(logits))
+        picked.append(objective.transfer.choose(logits))
         objective.feedback(1.0 / (step + 1) + 0.05 * (picked[-1] == 1))
     return picked
 
@@ -273,31 +273,30 @@ def test_ksm_policy_is_seeded_and_reproducible():
 
 def test_ksm_reward_is_the_relative_dev_loss_improvement():
     objective = ksm(0)
-    objective.choose(torch.zeros(4, 2))
+    objective.transfer.choose(torch.zeros(4, 2))
     objective.feedback(2.0)
-    assert math.isnan(float(objective.policy.reward))  # nothing to improve on yet
-    objective.choose(torch.zeros(4, 2))
+    assert math.isnan(float(objective.transfer.policy.reward))  # nothing to improve on yet
+    objective.transfer.choose(torch.zeros(4, 2))
     objective.feedback(1.5)
-    assert float(objective.policy.reward) == pytest.approx(0.25)
-    before = objective.policy.critic.bias.detach().clone()
-    objective.choose(torch.zeros(4, 2))  # learns from the reward
-    assert not torch.equal(objective.policy.critic.bias.detach(), before)
+    assert float(objective.transfer.policy.reward) == pytest.approx(0.25)
+    before = objective.transfer.policy.critic.bias.detach().clone()
+    objective.transfer.choose(torch.zeros(4, 2))  # learns from the reward
+    assert not torch.equal(objective.transfer.policy.critic.bias.detach(), before)
 
 
 @pytest.mark.parametrize("multilabel,n_classes", [(False, 2), (False, 5), (True, 3)])
 def test_ksm_state_holds_the_normalised_entropy_once(multilabel, n_classes):
     # Uniform predictions are the most uncertain: 1 for any number of classes
     # (it was 1 / log C, normalised twice); confident ones are near 0.
-    objective = ksm(0)
-    objective.multilabel = multilabel
-    assert float(objective._state(torch.zeros(4, n_classes))[0]) == pytest.approx(1.0)
+    choice = ksm(0).transfer
+    assert float(choice.state(torch.zeros(4, n_classes), multilabel=multilabel)[0]) == pytest.approx(1.0)
     confident = torch.full((4, n_classes), -20.0)
     confident[:, 0] = 20.0
-    assert float(objective._state(confident)[0]) < 1e-3
+    assert float(choice.state(confident, multilabel=multilabel)[0]) < 1e-3
 
 
 def test_ksm_settings_are_checked():
-    from spacy_dekd.distill.multi_teacher import make_ksm_v1
+    from spacy_dekd.distill.ksm import make_ksm_v1
 
     kwargs = dict(selector=make_all_selector_v1(seed=0), cross_entropy=cross_entropy, kl=make_kl_divergence_v1())
     with pytest.raises(ValueError, match="gamma must be in"):
