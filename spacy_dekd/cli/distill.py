@@ -31,7 +31,7 @@ from wasabi import color, msg
 from ..distill.checkpoint import OutputError, check_writable
 from ..distill.parallel import LaunchError, World, init_world
 from ..distill.trainer import resolve_distillation
-from ..errors import DistillationError, fail
+from ..errors import DistillationError, Errors, fail
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
 (or any objective of spacy_dekd's registries). The student config has a
@@ -88,10 +88,10 @@ def distill_cli(
         if verbose or not world.distributed:
             raise
         where = f"; --resume continues from the last evaluation saved in {output_path}" if output_path else ""
-        fail(f"[rank {world.rank}] Another process of the run stopped ({str(err).strip().splitlines()[0][:160]}): its own message says why{where}.")
+        fail(Errors.D001.format(rank=world.rank, reason=str(err).strip().splitlines()[0][:160], where=where))
     except KeyboardInterrupt:
         where = f": --resume continues from the last evaluation saved in {output_path}" if output_path else ""
-        fail(f"Interrupted{where}.", code=130)
+        fail(Errors.D002.format(where=where), code=130)
     finally:
         world.close()
 
@@ -115,7 +115,7 @@ def distill(
     with show_validation_error(student_config_path):
         config = util.load_config(student_config_path, overrides=overrides, interpolate=False)
     if "distillation" not in config:
-        raise DistillationError(f"'{student_config_path}' has no [distillation] block.")
+        raise DistillationError(Errors.D003.format(student_config_path=student_config_path))
     if output_path is not None:
         try:
             check_writable(output_path)
@@ -160,20 +160,14 @@ def follow_teacher_lengths(config: Dict[str, Any], teacher: Any) -> None:
         pipe = teacher.get_pipe(teacher_name) if teacher_name in teacher.pipe_names else None
         length = getattr(getattr(pipe, "shim", None), "max_length", None)
         if not length:
-            raise DistillationError(
-                f"[components.{student_name}.model] max_length = 0 takes the teacher's, but the teacher "
-                f"component '{teacher_name}' has none: set max_length to a number of word pieces."
-            )
+            raise DistillationError(Errors.D004.format(student_name=student_name, teacher_name=teacher_name))
         model["max_length"] = length
 
 
 def _load(path: str, role: str) -> Any:
     if not (Path(path).is_dir() or util.is_package(path)):
-        raise DistillationError(
-            f"The {role} pipeline '{path}' is neither a directory nor an installed "
-            f"package: train it first (spacy project run {role})."
-        )
+        raise DistillationError(Errors.D005.format(role=role, path=path))
     try:
         return util.load_model(path)
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot load the {role} pipeline '{path}': {str(err).splitlines()[0]}") from err
+        raise DistillationError(Errors.D006.format(role=role, path=path, reason=str(err).splitlines()[0])) from err

@@ -15,7 +15,7 @@ from thinc.api import Config
 from wasabi import msg
 
 from ..configs import config_text, names
-from ..errors import fail
+from ..errors import Errors, fail
 
 HELP = f"""Write a filled config for `spacy distill` (or, with --variant teacher,
 for `spacy train`). Variants: {', '.join(names())}."""
@@ -39,12 +39,12 @@ def init_distill_config_cli(
         sys.stdout.write(text)
         return
     if output_file.exists() and not force:
-        fail(f"'{output_file}' exists: pass --force to overwrite it, or choose another file.")
+        fail(Errors.D007.format(output_file=output_file))
     try:
         output_file.parent.mkdir(parents=True, exist_ok=True)
         output_file.write_text(text, encoding="utf8")
     except OSError as err:
-        fail(f"Cannot write '{output_file}' ({err.strerror or err}): choose a path in a writable folder.")
+        fail(Errors.D008.format(output_file=output_file, reason=err.strerror or err))
     msg.good(f"Saved the '{variant}' config to {output_file}")
 
 

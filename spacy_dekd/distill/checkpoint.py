@@ -215,18 +215,18 @@ def corpus_fingerprint(texts: Iterable[str], labels: Iterable[Dict[str, float]])
 
 def pipe_sha256(pipe: Any) -> str:
     """A digest of a frozen pipe's weights: what `--resume` checks it against."""
-    shim = getattr(pipe, "shim", None)  # a transformer_textcat: torch or ONNX
-    if getattr(shim, "module", None) is not None:
+    runtime = getattr(pipe, "runtime", None)  # a transformer_textcat: "torch" or "onnx"
+    if runtime == "torch" and pipe.torch_module is not None:
         return module_sha256(pipe)
-    if getattr(shim, "model_bytes", None) is not None:
-        return hashlib.sha256(shim.model_bytes).hexdigest()
+    if runtime == "onnx" and pipe.shim.model_bytes is not None:
+        return hashlib.sha256(pipe.shim.model_bytes).hexdigest()
     return hashlib.sha256(pipe.to_bytes()).hexdigest()
 
 
 def module_sha256(pipe: Any) -> str:
     """A digest of a transformer_textcat's weights, as they are in memory."""
     digest = hashlib.sha256()
-    for name, tensor in pipe.shim.module.state_dict().items():
+    for name, tensor in pipe.torch_module.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -13,7 +13,7 @@ import torch
 from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.training import Example
 
-from ..errors import DistillationError
+from ..errors import DistillationError, Errors
 from ..models.pytorch import ClassifierOutput
 from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
 from .cache import OutputCache
@@ -27,7 +27,7 @@ def torch_module(pipe: Any) -> Optional[torch.nn.Module]:
     """
     if not isinstance(pipe, TransformerTextCategorizer):
         return None
-    return pipe.shim.module
+    return pipe.torch_module
 
 
 def exclusive(pipe: Any) -> bool:
@@ -67,17 +67,11 @@ def check_can_answer(pipe: Any, *, hidden: bool, mc_samples: int, role: str = "t
     """
     if torch_module(pipe) is not None:
         return
-    kind = "an ONNX transformer_textcat" if isinstance(pipe, TransformerTextCategorizer) and pipe.shim.runtime == "onnx" else f"a {type(pipe).__name__}"
+    kind = "an ONNX transformer_textcat" if isinstance(pipe, TransformerTextCategorizer) and pipe.runtime == "onnx" else f"a {type(pipe).__name__}"
     if hidden:
-        raise DistillationError(
-            f"Layer alignment needs hidden states, but the {role} component '{pipe.name}' is {kind} "
-            f"and gives none: use a torch transformer_textcat {role} or set alignment_weight = 0."
-        )
+        raise DistillationError(Errors.D009.format(role=role, name=pipe.name, kind=kind))
     if mc_samples > 0:
-        raise DistillationError(
-            f"Monte Carlo dropout needs a torch transformer_textcat, but the {role} component "
-            f"'{pipe.name}' is {kind}: set the objective's uncertainty to \"entropy\"."
-        )
+        raise DistillationError(Errors.D010.format(role=role, name=pipe.name, kind=kind))
 
 
 def mc_dropout_entropy(samples: torch.Tensor, *, multilabel: bool) -> torch.Tensor:

@@ -20,7 +20,7 @@ from spacy.language import Language
 from spacy.training import Example
 from thinc.api import ConfigValidationError
 
-from ..errors import DistillationError
+from ..errors import DistillationError, Errors
 from ..models.pytorch import ClassifierOutput
 from ..pipeline.textcat import docs_with_pairs
 from ..registry import registry
@@ -292,7 +292,7 @@ def setup_logger(run: Run) -> Tuple[Callable[[Optional[Info]], None], Callable[[
     try:
         make_logger = registry.resolve({"logger": block})["logger"]
     except (ConfigValidationError, ValueError, TypeError) as err:
-        raise DistillationError(f"Invalid [training.logger]: {first_line(err)}") from err
+        raise DistillationError(Errors.D011.format(err=first_line(err))) from err
     return make_logger(_LoggerView(run.nlp, config), stdout=run.console.stdout, stderr=sys.stderr)
 
 
@@ -324,7 +324,4 @@ def _record(run: Run, state: DistillState, terms: LossTerms, started: float) -> 
 def _check_finite(terms: LossTerms, step: int) -> None:
     if not torch.isfinite(terms.total.detach()):
         values = ", ".join(f"{k}={v:.4g}" for k, v in terms.terms.items())
-        raise DistillationError(
-            f"The loss is not finite at step {step + 1} ({values}): lower the "
-            "learning rate or the loss weights; checkpoints written so far are intact."
-        )
+        raise DistillationError(Errors.D012.format(step=step + 1, values=values))

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from spacy.training.loop import DIR_MODEL_BEST, DIR_MODEL_LAST, update_meta
 
-from ..errors import DistillationError
+from ..errors import DistillationError, Errors
 from ..files import make_readable
 from .checkpoint import (
     Lock,
@@ -134,21 +134,18 @@ class RunOutput:
         parts come from different steps.
         """
         if self.path is None:
-            raise DistillationError("--resume needs --output.")
+            raise DistillationError(Errors.D013)
         ckpt, last = self.path / DIR_CHECKPOINT, self.path / DIR_MODEL_LAST
         if not (ckpt / "state.json").exists() or not last.exists():
-            raise DistillationError(f"Nothing to resume in '{self.path}': no {DIR_CHECKPOINT}/ and {DIR_MODEL_LAST}/ from an earlier run.")
+            raise DistillationError(Errors.D014.format(path=self.path, checkpoint=DIR_CHECKPOINT, model_last=DIR_MODEL_LAST))
         data = json.loads((ckpt / "state.json").read_text(encoding="utf8"))
         saved = data.pop("fingerprint", None)
         if saved is None:
-            raise DistillationError(f"Cannot resume from '{ckpt}': it was written by an older spacy-dekd; start a new --output.")
+            raise DistillationError(Errors.D015.format(ckpt=ckpt))
         changed = differences(saved, run.fingerprint)
         if changed:
-            raise DistillationError(
-                f"Cannot resume the run in '{self.path}': {', '.join(changed[:3])} "
-                f"{'differs' if len(changed) == 1 else 'differ'} from when it started; resume with the "
-                "same corpus, teacher, assistant and config, or start a new --output."
-            )
+            verb = "differs" if len(changed) == 1 else "differ"
+            raise DistillationError(Errors.D016.format(path=self.path, settings=", ".join(changed[:3]), verb=verb))
         _load_student(run, last, data.pop("model_sha256"), self.path)
         _load_training(run, ckpt)
         history = data.pop("query_rounds", [])
@@ -191,23 +188,20 @@ def write_checkpoint(run: Run, state: DistillState, path: Path, rng: List[Dict[s
 
 def _load_student(run: Run, last: Path, sha256: str, output: Path) -> None:
     try:
-        run.pipe.shim.from_disk(last / run.pipe.name / "model")
+        run.pipe.load_model(last / run.pipe.name / "model")
     except ValueError as err:
-        raise DistillationError(f"Cannot resume: {err}") from err
+        raise DistillationError(Errors.D017.format(err=err)) from err
     if module_sha256(run.pipe) != sha256:
-        raise DistillationError(
-            f"Cannot resume the run in '{output}': {DIR_MODEL_LAST}/ and {DIR_CHECKPOINT}/ "
-            "come from different steps; start a new --output."
-        )
+        raise DistillationError(Errors.D018.format(output=output, model_last=DIR_MODEL_LAST, checkpoint=DIR_CHECKPOINT))
     set_dropout(run.pipe, run.T["dropout"])
 
 
 def _load_training(run: Run, ckpt: Path) -> None:
     """Optimizer, scheduler, scaler, projections and caches."""
-    device = run.pipe.shim.device
+    device = run.pipe.device
     saved = load_weights(ckpt / "optimizer.pt", device)
     # The optimizer holds the old parameter objects: point it at the new ones.
-    run.params[:] = list(run.pipe.shim.module.parameters()) + list(run.extra_params)
+    run.params[:] = list(run.pipe.torch_module.parameters()) + list(run.extra_params)
     run.optimizer.param_groups[0]["params"] = run.params
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -249,10 +243,7 @@ def load_weights(path: Path, device: torch.device) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise DistillationError(
-            f"Cannot resume: '{path}' is not a checkpoint weights file ({first_line(err)[:120]}); "
-            "start a new --output."
-        ) from err
+        raise DistillationError(Errors.D019.format(path=path, reason=first_line(err)[:120])) from err
 
 
 def rng_to_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -271,7 +262,4 @@ def rng_from_tensors(state: Dict[str, Any]) -> Dict[str, Any]:
 def write_error(output_path: Path, step: Optional[int], err: Exception) -> DistillationError:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
     when = f" at step {step}" if step is not None else ""
-    return DistillationError(
-        f"Cannot write to '{output_path}'{when} ({reason}): check its disk space and "
-        "permissions, or choose another --output; what earlier evaluations wrote is intact."
-    )
+    return DistillationError(Errors.D020.format(output_path=output_path, when=when, reason=reason))

@@ -17,7 +17,7 @@ from spacy.training.loop import create_evaluation_callback
 from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
 
-from ..errors import DistillationError
+from ..errors import DistillationError, Errors
 from ..pipeline.textcat import TransformerTextCategorizer
 from ..registry import registry
 from .batches import epoch_batches, labelled_batches
@@ -87,9 +87,9 @@ def resolve_distillation(nlp: Language) -> Dict[str, Any]:
     try:
         T = registry.resolve(config["distillation"], schema=ConfigSchemaDistill, validate=True)
     except ConfigValidationError as err:
-        raise DistillationError(f"Invalid [distillation] settings: {describe_errors(err.errors)}.") from err
+        raise DistillationError(Errors.D021.format(errors=describe_errors(err.errors))) from err
     except (ValueError, TypeError) as err:  # raised by a registered function
-        raise DistillationError(f"Invalid setting in [distillation]: {first_line(err)}") from err
+        raise DistillationError(Errors.D022.format(err=first_line(err))) from err
     T.setdefault("dev_corpus", config["training"]["dev_corpus"])
     T.setdefault("score_weights", config["training"]["score_weights"])
     return T
@@ -108,7 +108,7 @@ def prepare_run(
     pipe, teacher_pipe, assistant_pipe = pipes
     examples = read_corpus(student, T["corpus"])
     if not examples:
-        raise DistillationError(f"The training corpus '{T['corpus']}' is empty.")
+        raise DistillationError(Errors.D023.format(corpus=T['corpus']))
     check_labels(teacher_pipe, examples, T["corpus"])
     unlabelled = _read_unlabelled(student, T.get("unlabeled_corpus"), console)
     student_source, extra_params = _initialize(pipes, T, objective)
@@ -121,7 +121,7 @@ def prepare_run(
         frozen_assistant = FrozenModel.create(
             assistant_pipe, len(examples), hidden=objective.needs_assistant_hidden_states, mc_samples=mc, role="assistant"
         )
-    params = list(pipe.shim.module.parameters()) + list(extra_params)
+    params = list(pipe.torch_module.parameters()) + list(extra_params)
     # Every rank starts from rank 0's weights, and draws its own dropout masks.
     world.broadcast_parameters(params)
     if world.rank > 0:
@@ -135,10 +135,7 @@ def prepare_run(
     rounds = QueryRounds.create(n_labelled, len(unlabelled), T["max_epochs"], budget.pool) if unlabelled else None
     total_steps = T["max_steps"] or _planned_steps(T, objective, examples, n_labelled, len(labelled_sizes), rounds)
     if total_steps == 0:
-        raise DistillationError(
-            "The run has no step to take (max_epochs = 0, or a batcher that makes no "
-            "batch): set [distillation] max_epochs or max_steps, and a batcher size > 0."
-        )
+        raise DistillationError(Errors.D024)
     fingerprint = {
         "corpus": corpus_fingerprint(examples.all_texts(), examples.all_cats()),
         "labelled_examples": n_labelled,
@@ -147,8 +144,7 @@ def prepare_run(
         "config": config_fingerprint(student.config.interpolate()),
     }
     optimizer, scheduler = T["optimizer"].build(params, total_steps)
-    shim = pipe.shim
-    fp16 = T["mixed_precision"] and shim.device.type == "cuda" and shim.mixed_precision_dtype == "float16"
+    fp16 = T["mixed_precision"] and pipe.device.type == "cuda" and pipe.mixed_precision_dtype == "float16"
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     # Rank 0 alone evaluates: the dev corpus is read (and the frozen models
     # scored on it) now, so that a bad one fails before the first step.
@@ -168,18 +164,15 @@ Pipes = Tuple[TransformerTextCategorizer, Any, Optional[Any]]
 def _pipes(student: Language, teacher: Language, assistant: Optional[Language], T: Dict[str, Any], objective: Objective, console: Console) -> Pipes:
     """The student, teacher and assistant components `student_to_teacher` names."""
     if len(T["student_to_teacher"]) != 1:
-        raise DistillationError("student_to_teacher must map exactly one student component.")
+        raise DistillationError(Errors.D025)
     (student_name, teacher_name), = T["student_to_teacher"].items()
     pipe = get_pipe(student, student_name, "student")
     if not isinstance(pipe, TransformerTextCategorizer):
-        raise DistillationError(f"The student component '{student_name}' must be a transformer_textcat.")
+        raise DistillationError(Errors.D026.format(student_name=student_name))
     teacher_pipe = get_pipe(teacher, teacher_name, "teacher")
     assistant_pipe = get_pipe(assistant, teacher_name, "assistant") if assistant else None
     if objective.uses_assistant and assistant_pipe is None:
-        raise DistillationError(
-            "This objective routes uncertain examples to a teacher assistant: "
-            "pass --assistant PATH, or use spacy-dekd.TeacherOnlyRouter.v1."
-        )
+        raise DistillationError(Errors.D027)
     if assistant_pipe is not None and not objective.uses_assistant:
         console.info("The objective's router sends nothing to the assistant: it is not used in this run.")
     return pipe, teacher_pipe, assistant_pipe
@@ -194,7 +187,7 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
     pipe, teacher_pipe, assistant_pipe = pipes
     teacher_labels = list(getattr(teacher_pipe, "labels", []))
     if assistant_pipe is not None and list(assistant_pipe.labels) != teacher_labels:
-        raise DistillationError(f"Assistant labels {list(assistant_pipe.labels)} differ from teacher labels {teacher_labels}.")
+        raise DistillationError(Errors.D028.format(labels=list(assistant_pipe.labels), teacher_labels=teacher_labels))
     teacher_module, assistant_module = torch_module(teacher_pipe), torch_module(assistant_pipe)
     check_can_answer(teacher_pipe, hidden=objective.needs_hidden_states, mc_samples=0)
     try:
@@ -207,13 +200,10 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
     frozen = T["mixed_precision"] or T.get("teacher_mixed_precision", False)
     for each, on in ((pipe, T["mixed_precision"]), (teacher_pipe, frozen), (assistant_pipe, frozen)):
         if on and torch_module(each) is not None:
-            each.shim.set_mixed_precision(True)
+            each.set_mixed_precision(True)
     if objective.needs_assistant_hidden_states and assistant_module is None:
-        raise DistillationError(
-            "This objective aligns the student to the assistant's hidden states: the assistant "
-            "must be a torch transformer_textcat (pass one with --assistant)."
-        )
-    student = pipe.shim.module
+        raise DistillationError(Errors.D029)
+    student = pipe.torch_module
     try:
         extra_params = objective.initialize(
             multilabel=not pipe.exclusive_classes,
@@ -227,7 +217,7 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
         raise DistillationError(str(err)) from err
     projections = objective.projections()
     if projections is not None:
-        projections.to(pipe.shim.device)
+        projections.to(pipe.device)
     return student_source, extra_params
 
 
@@ -237,7 +227,7 @@ def set_dropout(pipe: TransformerTextCategorizer, dropout: Optional[float]) -> N
     """
     if dropout is None:
         return
-    for module in pipe.shim.module.modules():
+    for module in pipe.torch_module.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = float(dropout)
 
@@ -250,18 +240,14 @@ def check_labels(teacher_pipe: Any, examples: List[Example], dot_name: str) -> N
     found = {label for eg in examples for label, value in eg.reference.cats.items() if value}
     unknown = sorted(found - known)
     if unknown:
-        raise DistillationError(
-            f"The corpus '{dot_name}' has label(s) {unknown} the teacher does not know (it has "
-            f"{sorted(known)}): distil on data labelled with the teacher's labels, or fix the "
-            "reader's labels."
-        )
+        raise DistillationError(Errors.D030.format(dot_name=dot_name, unknown=unknown, known=sorted(known)))
 
 
 def read_corpus(nlp: Language, dot_name: str) -> List[Example]:
     try:
         return list(_corpus(nlp, dot_name)(nlp))
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+        raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
 
 
 def _corpus(nlp: Language, dot_name: str) -> Callable[[Language], Iterator[Example]]:
@@ -272,14 +258,11 @@ def _corpus(nlp: Language, dot_name: str) -> Callable[[Language], Iterator[Examp
     for part in dot_name.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     if node is None:
-        raise DistillationError(
-            f"The config has no [{dot_name}] for the corpus it names '{dot_name}': add the section, "
-            "or point the setting at a corpus the config defines."
-        )
+        raise DistillationError(Errors.D032.format(dot_name=dot_name))
     try:
         return resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+        raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
 
 
 def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> List[Text]:
@@ -296,14 +279,11 @@ def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -
             if eg.text.strip():
                 texts.extend(texts_of([eg]))
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot read the corpus '{dot_name}': {first_line(err)}") from err
+        raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
     if len(texts) < n_read and texts:
         console.info(f"{n_read - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
     if not texts:
-        raise DistillationError(
-            f"The unlabelled corpus '{dot_name}' ([distillation] unlabeled_corpus) is empty: "
-            "point it at a file with one text per line, or set it to null."
-        )
+        raise DistillationError(Errors.D033.format(dot_name=dot_name))
     if n_labelled:
         console.warn(
             f"{n_labelled} of {len(texts)} examples in the unlabelled corpus '{dot_name}' "
@@ -319,7 +299,7 @@ def _read_dev_sample(nlp: Language, dot_name: str, n: int) -> List[Example]:
         corpus = resolve_dot_names(nlp.config.interpolate(), [dot_name])[0]
         return list(itertools.islice(corpus(nlp), n))
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {first_line(err)}") from err
+        raise DistillationError(Errors.D034.format(dot_name=dot_name, err=first_line(err))) from err
 
 
 def _planned_steps(
@@ -348,9 +328,9 @@ def _evaluation(
         dev_corpus = resolve_dot_names(student.config.interpolate(), [dot_name])[0]
         dev = list(dev_corpus(student))
     except (OSError, ValueError) as err:
-        raise DistillationError(f"Cannot read the dev corpus '{dot_name}': {first_line(err)}") from err
+        raise DistillationError(Errors.D034.format(dot_name=dot_name, err=first_line(err))) from err
     if not dev:
-        raise DistillationError(f"The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples.")
+        raise DistillationError(Errors.D035.format(dot_name=dot_name))
     _, teacher_pipe, assistant_pipe = pipes
     check_labels(teacher_pipe, dev, dot_name)
     scores = {"teacher": score_frozen("teacher", teacher, teacher_pipe, dev, T["check_teacher"], console)}
@@ -375,19 +355,10 @@ def score_frozen(role: str, nlp: Language, pipe: Any, dev: List[Example], check:
     shown = ", ".join(f"{name} {value:.3f}" for name, value in named if value is not None)
     console.info(f"The {role} on dev{source}: {shown}")
     if auc is not None and auc <= CHANCE_AUC:
-        raise DistillationError(
-            f"The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy {accuracy:.2f}): it "
-            "has not learned the task. A `spacy train` run scored only before its first step keeps the "
-            "untrained model as model-best: train it so that its last step is scored (configs/teacher.cfg "
-            "counts max_steps, and eval_frequency divides it)."
-        )
+        raise DistillationError(Errors.D036.format(role=role, auc=auc, accuracy=accuracy))
     problem = weak_teacher(scores, dev, pipe.labels) if exclusive(pipe) else None
     if problem and check:
-        raise DistillationError(
-            f"The teacher is not worth distilling: {problem}. Train it longer or weigh its classes "
-            "(scripts/train_teacher.py; the workflow's --vars.teacher_epochs), or distil it anyway "
-            "with --distillation.check_teacher false."
-        )
+        raise DistillationError(Errors.D037.format(problem=problem))
     if problem:
         console.warn(f"The {role} is weak: {problem}.")
     return {key: value for key, value in scores.items() if key.startswith("cats_") and not isinstance(value, dict)}
@@ -395,7 +366,7 @@ def score_frozen(role: str, nlp: Language, pipe: Any, dev: List[Example], check:
 
 def get_pipe(nlp: Language, name: str, role: str) -> Any:
     if name not in nlp.pipe_names:
-        raise DistillationError(f"The {role} pipeline has no component '{name}' (it has {nlp.pipe_names}): fix student_to_teacher.")
+        raise DistillationError(Errors.D038.format(role=role, name=name, pipe_names=nlp.pipe_names))
     return nlp.get_pipe(name)
 
 

@@ -87,7 +87,7 @@ def _print_header(run: Run) -> None:
 
         per_rank = "each batch split across them, rank 0 evaluating and saving"
         run.console.info(f"Data-parallel over {run.world.size} processes ({torch.distributed.get_backend()}), {per_rank}")
-    module = run.pipe.shim.module
+    module = run.pipe.torch_module
     run.console.info(f"Student: {module.n_layers} layers, width {module.width}, from {run.student_source}")
 
 

@@ -4,7 +4,7 @@ from spacy.scorer import Scorer
 from spacy.training import Example
 from spacy.util import registry
 
-from ..errors import UserError
+from ..errors import Errors, UserError
 
 
 def score_transformer_textcat(
@@ -49,10 +49,7 @@ def check_gold_labels(examples: Iterable[Example], labels: Iterable[str]) -> Non
     known = set(labels)
     unknown = sorted({label for eg in examples for label, value in eg.reference.cats.items() if label not in known and value})
     if unknown and known:
-        raise UserError(
-            f"The gold data has label(s) {unknown} the model does not know (it has "
-            f"{sorted(known)}): score it on data labelled with its own labels."
-        )
+        raise UserError(Errors.D039.format(unknown=unknown, known=sorted(known)))
 
 
 def cats_accuracy(

@@ -23,7 +23,7 @@ from thinc.api import Config, Model, Optimizer
 from thinc.types import Floats2d
 
 from ..models.classifier import TransformerClassifierShim, get_shim, install_extensions
-from ..models.pytorch import ClassifierOutput
+from ..models.pytorch import ClassifierOutput, TransformerClassifier
 from .scorer import score_transformer_textcat
 
 DEFAULT_CONFIG_STR = """
@@ -139,6 +139,41 @@ class TransformerTextCategorizer(TrainablePipe):
         textcat-quantize`, the `OnnxClassifierShim` that stands in for it).
         """
         return get_shim(self.model)  # type: ignore[return-value]
+
+    # What runs the classifier, as the distillation loop and the exporters
+    # read it: the same few members for the torch model and its ONNX copy,
+    # so that nothing outside the component reaches into its shim.
+    @property
+    def runtime(self) -> str:
+        """"torch" (trainable: hidden states, dropout) or "onnx" (logits alone)."""
+        return self.shim.runtime
+
+    @property
+    def torch_module(self) -> Optional[TransformerClassifier]:
+        """The torch classifier (encoder and head; its `n_layers` and
+        `width`), or None on ONNX Runtime.
+        """
+        return self.shim.module if self.runtime == "torch" else None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the torch classifier's weights live (the CPU for ONNX)."""
+        return self.shim.device if self.runtime == "torch" else torch.device("cpu")
+
+    @property
+    def mixed_precision_dtype(self) -> Optional[str]:
+        """The autocast dtype of the torch classifier ("bfloat16" or "float16")."""
+        return self.shim.mixed_precision_dtype if self.runtime == "torch" else None
+
+    def set_mixed_precision(self, enabled: bool) -> None:
+        """Run the torch classifier under autocast (or not)."""
+        self.shim.set_mixed_precision(enabled)
+
+    def load_model(self, path: Union[str, Path]) -> None:
+        """Replace the classifier with the one saved in `path` (the
+        component's `model` folder), keeping the component's settings.
+        """
+        self.shim.from_disk(Path(path))
 
     def forward(
         self, docs: Sequence[Doc], *, is_train: bool, output_hidden_states: bool = False,
