@@ -9,12 +9,21 @@ The cache holds rows for the examples answered, not for every example: a
 run over a large pool under a teacher budget keeps as many answers as the
 budget allows (its storage grows as answers come, doubling), plus one slot
 index per example.
+
+Saved, the rows are appended: each save writes the rows answered since the
+last one as a shard of its own (`answers/teacher-START-END.safetensors`),
+written whole and never rewritten, and the checkpoint holds the counts and
+how many rows it covers. A save then costs the new answers, not all of them,
+and a resume reads the shards up to that count.
 """
+import os
+import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..files import make_readable
 from .types import TeacherOutput
 
 ForwardFn = Callable[[torch.Tensor], TeacherOutput]
@@ -37,6 +46,8 @@ class OutputCache:
         self.with_uncertainty = with_uncertainty
         self.slot = torch.full((n_examples,), UNFILLED, dtype=torch.int64)  # example id → its row
         self.n_rows = 0
+        self.n_saved = 0  # rows already in shards
+        self.ids: Optional[torch.Tensor] = None  # row → example id
         self.logits: Optional[torch.Tensor] = None
         self.hidden: Optional[torch.Tensor] = None
         self.uncertainty: Optional[torch.Tensor] = None
@@ -96,37 +107,99 @@ class OutputCache:
             uncertainty = output.uncertainty.detach().float()
             self.uncertainty = _grown(self.uncertainty, end, uncertainty)
             self.uncertainty[rows.to(uncertainty.device)] = uncertainty
+        self.ids = _grown(self.ids, end, ids)
+        self.ids[rows] = ids
         self.slot[ids] = rows
         self.n_rows = end
         self.n_forward += int(ids.numel())
 
-    def to_disk(self, path: Path) -> None:
-        """The slot index, the counts and the rows in use (not the spare
-        room the storage grew into).
+    def to_disk(self, path: Path, answers: Path, name: str) -> None:
+        """The counts and the rows covered (path); the rows answered since the
+        last save as one more shard in `answers`.
         """
         from safetensors.torch import save_file
 
-        tensors = {"slot": self.slot, "counts": torch.tensor([self.n_forward, self.n_requested])}
-        for name in ("logits", "hidden", "uncertainty"):
-            value = getattr(self, name)
-            if value is not None:
-                tensors[name] = value[: self.n_rows].cpu().contiguous()
-        save_file(tensors, str(path))
+        if self.n_rows > self.n_saved:
+            answers.mkdir(parents=True, exist_ok=True)
+            rows = slice(self.n_saved, self.n_rows)
+            assert self.ids is not None and self.logits is not None
+            tensors = {"ids": self.ids[rows].contiguous(), "logits": self.logits[rows].cpu().contiguous()}
+            for part in ("hidden", "uncertainty"):
+                value = getattr(self, part)
+                if value is not None:
+                    tensors[part] = value[rows].cpu().contiguous()
+            shard = answers / SHARD.format(name=name, start=self.n_saved, end=self.n_rows)
+            tmp = shard.with_name(shard.name + ".tmp")
+            try:
+                save_file(tensors, str(tmp))
+                make_readable(tmp)
+                os.replace(tmp, shard)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self.n_saved = self.n_rows
+        save_file({"counts": torch.tensor([self.n_forward, self.n_requested, self.n_rows])}, str(path))
 
-    def from_disk(self, path: Path, device: torch.device) -> "OutputCache":
+    def from_disk(self, path: Path, device: torch.device, answers: Optional[Path] = None, name: str = "") -> "OutputCache":
+        """RAISES ValueError: a shard the checkpoint covers is missing."""
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))
-        self.n_forward, self.n_requested = (int(x) for x in tensors["counts"])
-        if "slot" in tensors:
+        counts = [int(x) for x in tensors["counts"]]
+        self.n_forward, self.n_requested = counts[:2]
+        if len(counts) == 3:  # rows in shards
+            self.n_rows = counts[2]
+            tensors = _read_shards(answers, name, self.n_rows) if answers is not None else {}
+            self.ids = tensors.get("ids", torch.zeros(0, dtype=torch.int64))
+            self.slot = torch.full((self.n_examples,), UNFILLED, dtype=torch.int64)
+            self.slot[self.ids] = torch.arange(self.n_rows)
+        elif "slot" in tensors:  # all rows in the checkpoint, a slot per example
             self.slot = tensors["slot"]
+            self.n_rows = int(tensors["logits"].shape[0]) if "logits" in tensors else 0
         else:  # written before answers had rows of their own: a row per example
             self.slot = torch.where(tensors["filled"], torch.arange(self.n_examples), torch.full_like(self.slot, UNFILLED))
-        self.n_rows = int(tensors["logits"].shape[0]) if "logits" in tensors else 0
+            self.n_rows = int(tensors["logits"].shape[0]) if "logits" in tensors else 0
+        if "ids" not in tensors and self.n_rows:
+            filled = torch.nonzero(self.slot != UNFILLED).flatten()
+            self.ids = torch.empty(self.n_rows, dtype=torch.int64)
+            self.ids[self.slot[filled]] = filled
+        self.n_saved = self.n_rows if len(counts) == 3 else 0
         self.logits = tensors["logits"].to(device) if "logits" in tensors else None
         self.hidden = tensors["hidden"].to(device) if "hidden" in tensors else None
         self.uncertainty = tensors["uncertainty"].to(device) if "uncertainty" in tensors else None
         return self
+
+
+SHARD = "{name}-{start:010d}-{end:010d}.safetensors"
+
+
+def _shards(answers: Path, name: str) -> List[Tuple[int, int, Path]]:
+    found = []
+    for path in answers.glob(f"{name}-*-*.safetensors"):
+        match = re.fullmatch(rf"{re.escape(name)}-(\d+)-(\d+)\.safetensors", path.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return sorted(found)
+
+
+def _read_shards(answers: Path, name: str, n_rows: int) -> Dict[str, torch.Tensor]:
+    """Rows 0 .. n_rows from the shards, in order. A shard from a save that
+    never committed (it starts at or past n_rows) is removed.
+    """
+    from safetensors.torch import load_file
+
+    parts: List[Dict[str, torch.Tensor]] = []
+    position = 0
+    for start, end, path in _shards(answers, name) if answers.exists() else []:
+        if start >= n_rows:
+            path.unlink()
+        elif start == position and end <= n_rows:
+            parts.append(load_file(str(path)))
+            position = end
+    if position != n_rows:
+        raise ValueError(f"the {name}'s answers {position}..{n_rows} are missing from '{answers}'")
+    if not parts:
+        return {}
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def _grown(storage: Optional[torch.Tensor], n_rows: int, like: torch.Tensor) -> torch.Tensor:

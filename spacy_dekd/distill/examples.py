@@ -1,20 +1,113 @@
 """The examples of a run by corpus id, the unlabelled ones kept as text.
 
 A spaCy `Example` holds two Docs: about 27 KiB for a movie sentence. The
-labelled examples are few and kept as read; the unlabelled pool is read
-through its reader once and kept as its texts (and sentence pairs), each
-made into an Example again, as spaCy's `PlainTextCorpus` makes it, when a
-step, a query round or a frozen model needs it. A pool then costs the size
-of its text, not of its Docs.
+labelled examples are few and kept as read. The unlabelled pool is made into
+an Example again, as spaCy's `PlainTextCorpus` makes it, only when a step, a
+query round or a frozen model needs it, and is kept as:
+
+- `TextPool`, for plain text files (`spacy.PlainTextCorpus.v1` without
+  length limits): the texts stay on disk, memory-mapped, and the pool holds
+  16 bytes a text (where each line starts and ends), found in one streaming pass that
+  also checks the encoding, skips blank lines and hashes the files;
+- a list of texts (and sentence pairs), for any other reader, read through
+  it once: the size of the text.
 """
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union, overload
+import hashlib
+import json
+import mmap
+from array import array
+from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy
 
 from spacy.language import Language
+from spacy.tokens import Doc
 from spacy.training import Example
 
 from ..models.classifier import install_extensions
+from ..pipeline.textcat import docs_with_pairs
+from .checkpoint import corpus_fingerprint
 
 Text = Tuple[str, Optional[str]]  # a text and its sentence pair, if any
+
+
+class TextPool(Sequence[Text]):
+    """The non-blank lines of plain text files, read from disk when asked for.
+
+    Build it with `TextPool.read(paths)`. `pool[i]` is the i-th text, with no
+    sentence pair, as `PlainTextCorpus` gives it (line ends stripped).
+    `fingerprint` holds the files' SHA-256 and the counts, for `--resume`.
+    """
+
+    def __init__(self, paths: List[Path], spans: numpy.ndarray, file_ends: numpy.ndarray, fingerprint: dict) -> None:
+        self.paths = paths
+        self.spans = spans  # (n, 2) int64: each text's start and end in the files laid end to end
+        self.file_ends = file_ends  # (files,) where each file ends in that layout
+        self.fingerprint = fingerprint
+        self._maps: List[Optional[mmap.mmap]] = [None] * len(paths)
+
+    @classmethod
+    def read(cls, paths: Sequence[Path]) -> "TextPool":
+        """One streaming pass over the files.
+
+        RAISES ValueError: a file is not UTF-8 text (the line and the byte
+            are named), or holds no text.
+        """
+        starts, ends, file_ends = array("q"), array("q"), []
+        digest, base, n_blank = hashlib.sha256(), 0, 0
+        for path in paths:
+            with open(path, "rb") as f:
+                offset = 0
+                for number, line in enumerate(f, 1):
+                    digest.update(line)
+                    content = line.rstrip(b"\r\n")
+                    _check_text(content, path, number)
+                    if content.strip():
+                        starts.append(base + offset)
+                        ends.append(base + offset + len(content))
+                    else:
+                        n_blank += 1
+                    offset += len(line)
+            base += offset
+            file_ends.append(base)
+        fingerprint = {"texts": len(starts), "blank": n_blank, "sha256": digest.hexdigest()}
+        spans = numpy.stack([numpy.frombuffer(starts, dtype=numpy.int64), numpy.frombuffer(ends, dtype=numpy.int64)], 1)
+        return cls(list(paths), spans, numpy.asarray(file_ends, dtype=numpy.int64), fingerprint)
+
+    @property
+    def n_blank(self) -> int:
+        return int(self.fingerprint["blank"])
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        start, end = (int(x) for x in self.spans[index])
+        f = int(numpy.searchsorted(self.file_ends, start, side="right"))
+        file_start = int(self.file_ends[f - 1]) if f > 0 else 0
+        data = self._map(f)[start - file_start : end - file_start]
+        return data.decode("utf8"), None
+
+    def _map(self, f: int) -> mmap.mmap:
+        if self._maps[f] is None:
+            with open(self.paths[f], "rb") as handle:
+                self._maps[f] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._maps[f]  # type: ignore[return-value]
+
+
+def _check_text(line: bytes, path: Path, number: int) -> None:
+    if b"\0" in line:
+        raise ValueError(f"'{path}' is not a text file: line {number} holds a NUL byte (save it as UTF-8 text, one text a line)")
+    try:
+        line.decode("utf8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"'{path}' is not UTF-8: line {number}, byte 0x{line[err.start]:02x} at column {err.start + 1} "
+            "(save it as UTF-8 text, one text a line)"
+        ) from None
 
 
 class RunExamples(Sequence[Example]):
@@ -22,10 +115,10 @@ class RunExamples(Sequence[Example]):
 
     nlp (Language): Makes a text's Doc (`nlp.make_doc`).
     labelled (List[Example]): As the training corpus gave them.
-    texts (List[Text]): The unlabelled pool.
+    texts (Sequence[Text]): The unlabelled pool: a `TextPool` or a list.
     """
 
-    def __init__(self, nlp: Language, labelled: List[Example], texts: List[Text]) -> None:
+    def __init__(self, nlp: Language, labelled: List[Example], texts: Sequence[Text]) -> None:
         self.nlp = nlp
         self.labelled = labelled
         self.texts = texts
@@ -47,39 +140,58 @@ class RunExamples(Sequence[Example]):
             index += len(self)
         if index < self.n_labelled:
             return self.labelled[index]
+        doc = self.doc(index)
+        return Example(doc, doc.copy())
+
+    def doc(self, index: int) -> Doc:
+        """The doc the student and the frozen models read for an id: all a
+        prediction needs, without the Example around it (for a pool text,
+        an Example costs as much again as its Doc).
+        """
+        if index < 0:
+            index += len(self)
+        if index < self.n_labelled:
+            return docs_with_pairs([self.labelled[index]])[0]
         text, pair = self.texts[index - self.n_labelled]
         doc = self.nlp.make_doc(text)
         if pair is not None:
             doc._.text_pair = pair
-        return Example(doc, doc.copy())
+        return doc
 
-    def view(self, ids: Sequence[int]) -> "ExampleView":
-        """The examples of some ids, made as they are read."""
-        return ExampleView(self, list(ids))
+    def docs(self, ids: Sequence[int]) -> "View":
+        """The docs of some ids, made as they are read."""
+        return View(ids, self.doc)
 
-    def all_texts(self) -> Iterator[str]:
-        yield from (eg.text for eg in self.labelled)
-        yield from (text for text, _ in self.texts)
+    def fingerprint(self) -> dict:
+        """What `--resume` checks the corpora against: the labelled examples
+        (texts and labels) and the pool (its files' digest, or its texts').
+        """
+        labelled = corpus_fingerprint((eg.text for eg in self.labelled), (eg.reference.cats for eg in self.labelled))
+        if isinstance(self.texts, TextPool):
+            return {"labelled": labelled, "pool": self.texts.fingerprint}
+        pool = corpus_fingerprint((json.dumps(text) for text in self.texts), ({} for _ in self.texts))
+        return {"labelled": labelled, "pool": pool}
 
-    def all_cats(self) -> Iterator[dict]:
-        yield from (eg.reference.cats for eg in self.labelled)
-        yield from ({} for _ in self.texts)
 
+class View(Sequence[Any]):
+    """Some of a run's examples (or their docs) in the order of their ids,
+    each made when it is read; `part` is a lazy slice.
+    """
 
-class ExampleView(Sequence[Example]):
-    """Some of a run's examples, in the order of their ids."""
-
-    def __init__(self, examples: RunExamples, ids: List[int]) -> None:
-        self.examples = examples
+    def __init__(self, ids: Sequence[int], make: Callable[[int], Any]) -> None:
         self.ids = ids
+        self.make = make
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return [self.examples[i] for i in self.ids[index]]
-        return self.examples[self.ids[index]]
+            return [self.make(i) for i in self.ids[index]]
+        return self.make(self.ids[index])
+
+    def part(self, start: int, end: int) -> "View":
+        return View(self.ids[start:end], self.make)
 
 
 def texts_of(examples: Iterable[Example]) -> List[Text]:

@@ -7,16 +7,16 @@ classifier can answer with logits; a torch `transformer_textcat` also with
 hidden states and Monte Carlo dropout uncertainty.
 """
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
-from spacy.training import Example
 
 from ..errors import DistillationError, Errors
 from ..models.pytorch import ClassifierOutput
-from ..pipeline.textcat import TransformerTextCategorizer, docs_with_pairs
+from ..pipeline.textcat import TransformerTextCategorizer
 from .cache import OutputCache
+from .examples import RunExamples
 from .parallel import World
 from .types import TeacherOutput
 
@@ -134,7 +134,7 @@ class FrozenModel:
         module = torch_module(self.pipe)
         return None if module is None else module.head
 
-    def answer(self, examples: List[Example], ids: torch.Tensor, rows: torch.Tensor, like: torch.Tensor, world: World) -> TeacherOutput:
+    def answer(self, examples: RunExamples, ids: torch.Tensor, rows: torch.Tensor, like: torch.Tensor, world: World) -> TeacherOutput:
         """Its outputs for some rows of a batch of corpus ids, from the cache.
         No rows (TAKD's teacher, a batch routed wholly to one side) is no
         query: empty logits shaped and placed as `like`'s (the student's).
@@ -150,7 +150,7 @@ class FrozenModel:
                 uncertainty = empty.logits.new_zeros((0,)) if self.mc_samples else None
                 out = TeacherOutput(empty.logits, empty.hidden_states, uncertainty)
             else:
-                docs = docs_with_pairs([examples[i] for i in share.tolist()])
+                docs = examples.docs(share.tolist())[:]
                 out = teacher_forward(self.pipe, docs, hidden=self.hidden, mc_samples=self.mc_samples)
             uncertainty = None if out.uncertainty is None else world.gather(out.uncertainty)
             return TeacherOutput(world.gather(out.logits), world.gather_list(out.hidden_states), uncertainty)

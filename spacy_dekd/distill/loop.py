@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 from spacy.language import Language
+from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import ConfigValidationError
 
@@ -25,6 +26,7 @@ from ..models.pytorch import ClassifierOutput
 from ..pipeline.textcat import docs_with_pairs
 from ..registry import registry
 from .checkpoint import rng_state
+from .examples import View
 from .frozen import empty_output
 from .output import DistillState, RunOutput, rng_to_tensors
 from .prepare import Run, first_line
@@ -107,7 +109,7 @@ def step(run: Run, batch_ids: List[int], step: int) -> LossTerms:
     objective = run.objective
     batch = [run.examples[j] for j in batch_ids]
     ids = torch.tensor(batch_ids)
-    out = forward(run, batch, is_train=True, hidden=objective.needs_hidden_states)
+    out = forward(run, docs_with_pairs(batch), is_train=True, hidden=objective.needs_hidden_states)
     if batch_ids[0] < run.n_labelled:
         plan = objective.plan(out.logits, teacher_known=run.teacher.cache.known(ids))
     else:
@@ -138,19 +140,19 @@ def step(run: Run, batch_ids: List[int], step: int) -> LossTerms:
 
 def query_round(run: Run, epoch: int) -> None:
     """Select unlabelled texts for the teacher and the assistant over the
-    whole pool, with the student as it is now (see rounds.py), and fetch
-    their answers.
+    pool (or its `pool_sample`), with the student as it is now (see
+    rounds.py), and fetch their answers.
     """
     rounds, objective = run.rounds, run.objective
     assert rounds is not None
     j = rounds.round_of(epoch)
     assert j is not None
-    candidates = rounds.unanswered()
+    candidates = rounds.candidates(j)
     spent = rounds.teacher_answers
     allowance = rounds.allowance(j, spent)
     logits = None
     if objective.reads_logits and candidates.numel() > 0:
-        logits = predict(run, run.examples.view(candidates.tolist()))
+        logits = predict(run, run.examples.docs(candidates.tolist()))
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     teacher_ids, assistant_ids = candidates[to_teacher], candidates[to_assistant]
     like = torch.zeros((0, len(run.pipe.labels)))
@@ -161,8 +163,9 @@ def query_round(run: Run, epoch: int) -> None:
     run.budget.check(run.teacher.n_answers)
     rounds.record(epoch, teacher_ids, assistant_ids, candidates.numel())
     budget = "" if rounds.pool_budget is None else f" ({spent + teacher_ids.numel()} of the {rounds.pool_budget} the rounds may use)"
+    drawn = "unlabelled texts unanswered" if rounds.sample is None else "unanswered texts drawn (pool_sample)"
     run.console.info(
-        f"Query round {j + 1}: {candidates.numel()} unlabelled texts unanswered; the teacher answers "
+        f"Query round {j + 1}: {candidates.numel()} {drawn}; the teacher answers "
         f"{teacher_ids.numel()}{budget}, the assistant {assistant_ids.numel()}"
     )
 
@@ -236,27 +239,28 @@ def metrics(run: Run, state: DistillState) -> Dict[str, Any]:
     }
 
 
-def forward(run: Run, examples: List[Example], *, is_train: bool, hidden: bool) -> ClassifierOutput:
-    """The student's outputs for the examples. In a data-parallel run
-    each rank runs its share and the shares are gathered (parallel.py).
+def forward(run: Run, docs: Sequence[Doc], *, is_train: bool, hidden: bool) -> ClassifierOutput:
+    """The student's outputs for the docs. In a data-parallel run each rank
+    runs its share (made alone, when `docs` is a lazy `View`) and the shares
+    are gathered (parallel.py).
     """
-    share = examples[run.world.shard(len(examples))]
+    share = docs[run.world.shard(len(docs))]
     if not share:
         out = empty_output(run.pipe, hidden=hidden)
     else:
-        out = run.pipe.forward(docs_with_pairs(share), is_train=is_train, output_hidden_states=hidden)
+        out = run.pipe.forward(share, is_train=is_train, output_hidden_states=hidden)
     return ClassifierOutput(run.world.gather(out.logits), run.world.gather_list(out.hidden_states))
 
 
-def predict(run: Run, examples: Sequence[Example], batch_size: int = 1024) -> torch.Tensor:
-    """The student's logits for many examples, without gradients, a chunk
-    of examples made (and dropped) at a time.
+def predict(run: Run, docs: View, batch_size: int = 1024) -> torch.Tensor:
+    """The student's logits for many docs, without gradients, a chunk made
+    (and dropped) at a time.
     """
     logits = []
     chunk = batch_size * run.world.size
     with torch.no_grad():
-        for start in range(0, len(examples), chunk):
-            logits.append(forward(run, list(examples[start : start + chunk]), is_train=False, hidden=False).logits)
+        for start in range(0, len(docs), chunk):
+            logits.append(forward(run, docs.part(start, start + chunk), is_train=False, hidden=False).logits)
     return torch.cat(logits)
 
 
@@ -271,7 +275,7 @@ def dev_loss(run: Run) -> float:
     """The student's cross-entropy on the fixed dev sample, as it is now."""
     objective = run.objective
     with torch.no_grad():
-        out = forward(run, run.feedback, is_train=False, hidden=False)
+        out = forward(run, docs_with_pairs(run.feedback), is_train=False, hidden=False)
         gold, mask = gold_targets(run, run.feedback, out.logits.device)
         loss = objective.cross_entropy(out.logits, gold, multilabel=objective.multilabel, mask=mask)
     return float(loss)

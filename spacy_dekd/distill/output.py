@@ -35,6 +35,7 @@ from .checkpoint import (
 from .prepare import Run, first_line, set_dropout
 
 DIR_CHECKPOINT = "checkpoint"
+DIR_ANSWERS = "answers"  # the frozen models' answers, a shard per save (cache.py)
 
 
 @dataclass
@@ -77,6 +78,13 @@ class RunOutput:
         except OSError as err:
             raise write_error(self.path, None, err) from err
         self.lock = lock
+
+    def start(self) -> None:
+        """A new run in the folder: the answers an earlier run appended go
+        (its set is replaced at this run's first save).
+        """
+        if self.path is not None:
+            shutil.rmtree(self.path / DIR_ANSWERS, ignore_errors=True)
 
     def close(self) -> None:
         if self.lock is not None:
@@ -152,7 +160,7 @@ class RunOutput:
         if run.rounds is not None:
             from safetensors.torch import load_file
 
-            run.rounds.answered = load_file(str(ckpt / "rounds.safetensors"))["answered"]
+            run.rounds.load_answered(load_file(str(ckpt / "rounds.safetensors")))
             run.rounds.history = history
         _load_rng(run, ckpt)
         state = DistillState(**data)
@@ -176,12 +184,13 @@ def write_checkpoint(run: Run, state: DistillState, path: Path, rng: List[Dict[s
     projections = run.objective.projections()
     if projections is not None:
         save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(path / "projections.safetensors"))
-    run.teacher.cache.to_disk(path / "teacher_cache.safetensors")
+    answers = path.parent / DIR_ANSWERS  # beside checkpoint/, outside the sets: shards are only added
+    run.teacher.cache.to_disk(path / "teacher_cache.safetensors", answers, "teacher")
     if run.assistant is not None:
-        run.assistant.cache.to_disk(path / "assistant_cache.safetensors")
+        run.assistant.cache.to_disk(path / "assistant_cache.safetensors", answers, "assistant")
     data = {**state.__dict__, "fingerprint": run.fingerprint, "model_sha256": module_sha256(run.pipe)}
     if run.rounds is not None:
-        save_file({"answered": run.rounds.answered}, str(path / "rounds.safetensors"))
+        save_file(run.rounds.saved_answered(), str(path / "rounds.safetensors"))
         data["query_rounds"] = run.rounds.history
     write_json(path / "state.json", data)
 
@@ -212,9 +221,13 @@ def _load_training(run: Run, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
         projections.load_state_dict(load_file(str(ckpt / "projections.safetensors")))
-    run.teacher.cache.from_disk(ckpt / "teacher_cache.safetensors", device)
-    if run.assistant is not None:
-        run.assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device)
+    answers = ckpt.parent / DIR_ANSWERS
+    try:
+        run.teacher.cache.from_disk(ckpt / "teacher_cache.safetensors", device, answers, "teacher")
+        if run.assistant is not None:
+            run.assistant.cache.from_disk(ckpt / "assistant_cache.safetensors", device, answers, "assistant")
+    except ValueError as err:
+        raise DistillationError(Errors.D017.format(err=err)) from err
 
 
 def _load_rng(run: Run, ckpt: Path) -> None:

@@ -8,11 +8,12 @@ Nothing here writes to the output folder.
 """
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from spacy.language import Language
-from spacy.training import Example
+from spacy.training import Example, PlainTextCorpus
+from spacy.training.corpus import walk_corpus
 from spacy.training.loop import create_evaluation_callback
 from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
@@ -21,9 +22,9 @@ from ..errors import DistillationError, Errors
 from ..pipeline.textcat import TransformerTextCategorizer
 from ..registry import registry
 from .batches import epoch_batches, labelled_batches
-from .checkpoint import config_fingerprint, corpus_fingerprint, pipe_sha256
+from .checkpoint import config_fingerprint, pipe_sha256
 from .console import Console
-from .examples import RunExamples, Text, texts_of
+from .examples import RunExamples, Text, TextPool, texts_of
 from .frozen import FrozenModel, check_can_answer, exclusive, torch_module
 from .parallel import World
 from .rounds import QueryRounds, TeacherBudget
@@ -132,12 +133,16 @@ def prepare_run(
     except ValueError as err:
         raise DistillationError(str(err)) from err
     feedback = _read_dev_sample(student, T["dev_corpus"], objective.feedback_size)
-    rounds = QueryRounds.create(n_labelled, len(unlabelled), T["max_epochs"], budget.pool) if unlabelled else None
+    rounds = None
+    if unlabelled:
+        rounds = QueryRounds.create(
+            n_labelled, len(unlabelled), T["max_epochs"], budget.pool, sample=T.get("pool_sample"), seed=T["seed"] or 0
+        )
     total_steps = T["max_steps"] or _planned_steps(T, objective, examples, n_labelled, len(labelled_sizes), rounds)
     if total_steps == 0:
         raise DistillationError(Errors.D024)
     fingerprint = {
-        "corpus": corpus_fingerprint(examples.all_texts(), examples.all_cats()),
+        "corpus": examples.fingerprint(),
         "labelled_examples": n_labelled,
         "teacher": pipe_sha256(teacher_pipe),
         "assistant": pipe_sha256(assistant_pipe) if assistant_pipe is not None else None,
@@ -265,23 +270,34 @@ def _corpus(nlp: Language, dot_name: str) -> Callable[[Language], Iterator[Examp
         raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
 
 
-def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> List[Text]:
+def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -> Sequence[Text]:
     """The unlabelled corpus as its texts, gold labels dropped (with one
-    warning): read once through its reader, its Docs not kept (examples.py).
+    warning), blank texts skipped (and counted): plain text files stay on
+    disk (`TextPool`); any other reader is read once, its Docs not kept
+    (examples.py).
     """
     if not dot_name:
         return []
-    n_read, n_labelled, texts = 0, 0, []
-    try:
-        for eg in _corpus(nlp, dot_name)(nlp):
-            n_read += 1
-            n_labelled += bool(eg.reference.cats)
-            if eg.text.strip():
-                texts.extend(texts_of([eg]))
-    except (OSError, ValueError) as err:
-        raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
-    if len(texts) < n_read and texts:
-        console.info(f"{n_read - len(texts)} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
+    reader = _corpus(nlp, dot_name)
+    if isinstance(reader, PlainTextCorpus) and reader.min_length < 1 and reader.max_length < 1:
+        try:
+            pool = TextPool.read(walk_corpus(reader.path, ".txt"))
+        except (OSError, ValueError) as err:
+            raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
+        texts, n_blank, n_labelled = pool, pool.n_blank, 0
+    else:
+        n_read, n_labelled, texts = 0, 0, []
+        try:
+            for eg in reader(nlp):
+                n_read += 1
+                n_labelled += bool(eg.reference.cats)
+                if eg.text.strip():
+                    texts.extend(texts_of([eg]))
+        except (OSError, ValueError) as err:
+            raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
+        n_blank = n_read - len(texts)
+    if n_blank and texts:
+        console.info(f"{n_blank} blank texts in the unlabelled corpus '{dot_name}' are skipped.")
     if not texts:
         raise DistillationError(Errors.D033.format(dot_name=dot_name))
     if n_labelled:

@@ -27,7 +27,7 @@ a run knows its number of steps before it starts.
 """
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -102,6 +102,9 @@ class QueryRounds:
     n_rounds (int): One per epoch from `first_epoch` on.
     pool_budget (Optional[int]): Teacher answers the rounds may give in all;
         None for no cap.
+    sample (Optional[int]): The unanswered texts a round scores, drawn at
+        random from the pool; None for all of them.
+    seed (int): Seeds each round's draw (with the round's index).
     """
 
     first_id: int
@@ -109,6 +112,8 @@ class QueryRounds:
     first_epoch: int
     n_rounds: int
     pool_budget: Optional[int] = None
+    sample: Optional[int] = None
+    seed: int = 0
     answered: torch.Tensor = field(init=False)  # (N,) int8: bits TEACHER, ASSISTANT; 0 unanswered
     history: List[dict] = field(default_factory=list)
 
@@ -116,9 +121,12 @@ class QueryRounds:
         self.answered = torch.zeros(self.n_examples, dtype=torch.int8)
 
     @classmethod
-    def create(cls, n_labelled: int, n_unlabelled: int, n_epochs: int, pool_budget: Optional[int]) -> "QueryRounds":
+    def create(
+        cls, n_labelled: int, n_unlabelled: int, n_epochs: int, pool_budget: Optional[int],
+        *, sample: Optional[int] = None, seed: int = 0,
+    ) -> "QueryRounds":
         first_epoch = 1 if n_labelled > 0 and n_epochs > 1 else 0
-        return cls(n_labelled, n_labelled + n_unlabelled, first_epoch, n_epochs - first_epoch, pool_budget)
+        return cls(n_labelled, n_labelled + n_unlabelled, first_epoch, n_epochs - first_epoch, pool_budget, sample, seed)
 
     def round_of(self, epoch: int) -> Optional[int]:
         """The round an epoch starts with, or None."""
@@ -141,10 +149,38 @@ class QueryRounds:
         pool = self.answered[self.first_id :]
         return torch.nonzero(pool == UNANSWERED).flatten() + self.first_id
 
+    def candidates(self, round_index: int) -> torch.Tensor:
+        """The texts round j scores, ascending: every unanswered one, or
+        `sample` of them drawn at random, the same draw on a resume.
+        """
+        unanswered = self.unanswered()
+        n = self.n_candidates(unanswered.numel())
+        if n == unanswered.numel():
+            return unanswered
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_index)
+        return unanswered[torch.randperm(unanswered.numel(), generator=generator)[:n].sort().values]
+
+    def n_candidates(self, n_unanswered: int) -> int:
+        return n_unanswered if self.sample is None else min(self.sample, n_unanswered)
+
     def answered_ids(self) -> List[int]:
         """Corpus ids of the unlabelled examples answered so far, ascending."""
         pool = self.answered[self.first_id :]
         return (torch.nonzero(pool != UNANSWERED).flatten() + self.first_id).tolist()
+
+    def saved_answered(self) -> Dict[str, torch.Tensor]:
+        """Who answered what, for a checkpoint: the answered ids and their
+        bits, as many as the answers (not a byte per example).
+        """
+        ids = torch.nonzero(self.answered).flatten()
+        return {"ids": ids, "bits": self.answered[ids]}
+
+    def load_answered(self, tensors: Dict[str, torch.Tensor]) -> None:
+        if "answered" in tensors:  # a byte per example, as earlier releases saved it
+            self.answered = tensors["answered"]
+            return
+        self.answered = torch.zeros(self.n_examples, dtype=torch.int8)
+        self.answered[tensors["ids"]] = tensors["bits"]
 
     def record(self, epoch: int, teacher_ids: torch.Tensor, assistant_ids: torch.Tensor, n_candidates: int) -> None:
         self.answered[teacher_ids] |= TEACHER
@@ -164,7 +200,8 @@ class QueryRounds:
         for epoch in range(n_epochs):
             j = self.round_of(epoch)
             if j is not None:
-                n_left, allowance = self.n_examples - self.first_id - answered, self.allowance(j, spent)
+                n_left = self.n_candidates(self.n_examples - self.first_id - answered)
+                allowance = self.allowance(j, spent)
                 answered += objective.query_rows(n_left, allowance)
                 spent += objective.query_sizes(n_left, allowance)[0]
             sizes.append(answered)

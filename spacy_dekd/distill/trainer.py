@@ -63,6 +63,8 @@ class DistillTrainer:
         # holds one whole set before they read a checkpoint.
         if self.world.is_main:
             self.output.open()
+            if not resume:
+                self.output.start()
         self.world.barrier()
         try:
             state = self.output.resume(run) if resume else DistillState()

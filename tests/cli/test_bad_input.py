@@ -134,7 +134,7 @@ def test_a_resume_with_a_bigger_corpus_leaves_the_run_as_it_was(models, toy_data
     bigger = write_jsonl(rows + rows[:20], tmp_path / "bigger.jsonl")
     over["paths.train"] = str(bigger)
     result = spacy_cli(*args, "--resume", *[f"--{k}={v}" for k, v in over.items()])
-    assert_one_line(result, "corpus.examples, corpus.sha256, labelled_examples differ from when it started")
+    assert_one_line(result, "corpus.labelled.examples, corpus.labelled.sha256, labelled_examples differ from when it started")
     assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 

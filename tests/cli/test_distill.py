@@ -306,11 +306,11 @@ def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, 
     original = OutputCache.to_disk
     calls = []
 
-    def to_disk(self, path):
+    def to_disk(self, path, *args):
         calls.append(path)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(self, path)
+        original(self, path, *args)
 
     monkeypatch.setattr(OutputCache, "to_disk", to_disk)
     over = overrides(toy_data, models["narrow"], **{"distillation.max_steps": 6, "distillation.eval_frequency": 3})
@@ -318,7 +318,7 @@ def test_a_failed_write_leaves_the_previous_evaluation_intact(models, toy_data, 
     with pytest.raises(DistillationError, match="at step 6 .No space left on device.*intact"):
         distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
     # No *.tmp, no lock: the set of step 3, metrics included.
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "metrics.json", "model-best", "model-last"]
+    assert sorted(p.name for p in out.iterdir()) == ["answers", "checkpoint", "metrics.json", "model-best", "model-last"]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3
     # model-last is still step 3's student, the one the checkpoint belongs to.
@@ -341,7 +341,7 @@ def test_a_full_disk_inside_torch_save_is_one_line_and_leaves_the_last_set(model
     out = tmp_path / "out"
     with pytest.raises(DistillationError, match="Cannot write to .* at step 6 .*file write failed"):
         distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), out, overrides=over)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "metrics.json", "model-best", "model-last"]
+    assert sorted(p.name for p in out.iterdir()) == ["answers", "checkpoint", "metrics.json", "model-best", "model-last"]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
@@ -441,7 +441,7 @@ def test_resume_refuses_another_corpus_and_a_mixed_set(models, toy_data, tmp_pat
     distill(str(models["teacher"]), cfg, out, overrides=over)
     # The same number of examples, other texts.
     other = write_jsonl(toy_rows(160, seed=11), tmp_path / "other.jsonl")
-    with pytest.raises(DistillationError, match=r"corpus.sha256 differs from when it started"):
+    with pytest.raises(DistillationError, match=r"corpus.labelled.sha256 differs from when it started"):
         distill(str(models["teacher"]), cfg, out, overrides={**over, "paths.train": str(other)}, resume=True)
     with pytest.raises(DistillationError, match=r"config.distillation.temperature differ from when it started"):
         distill(str(models["teacher"]), cfg, out, overrides={**over, "distillation.temperature": 2.0}, resume=True)

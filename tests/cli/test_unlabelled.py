@@ -206,3 +206,56 @@ def test_resume_keeps_what_the_rounds_answered(models, toy_data, texts, tmp_path
     assert second["query_rounds"][0] == first["query_rounds"][0]
     state = json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())
     assert state["rounds_done"] == 2
+
+
+def test_a_pool_sample_scores_part_of_the_pool_within_the_budget(models, toy_data, texts, tmp_path, monkeypatch):
+    seen = count_forwards(monkeypatch)
+    over = unlabelled_overrides(
+        toy_data, models, texts, **{"distillation.teacher_budget": 0.25, "distillation.pool_sample": 50}
+    )
+    cfg = config_with(tmp_path)
+    metrics = distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over)
+    assert [r["candidates"] for r in metrics["query_rounds"]] == [50, 50]
+    assert len(seen["teacher"]) == metrics["teacher_forward_passes"] <= math.ceil(0.25 * 240)
+    again = distill(str(models["teacher"]), cfg, tmp_path / "again", assistant_path=str(models["assistant"]), overrides=over)
+    assert again["query_rounds"] == metrics["query_rounds"]  # the draws are seeded
+
+
+@pytest.mark.parametrize("content,message", [
+    ("good line\ncafé\n".encode("latin-1"), "is not UTF-8: line 2, byte 0xe9 at column 4"),
+    (b"text\n\x00\x01\x02\n", "is not a text file: line 2 holds a NUL byte"),
+])
+def test_a_pool_file_that_is_not_text_is_refused_in_one_line(models, toy_data, texts, tmp_path, content, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    over = unlabelled_overrides(toy_data, models, texts, **{"paths.unlabeled": str(bad)})
+    out = tmp_path / "out"
+    result = spacy_cli("distill", str(models["teacher"]), str(config_with(tmp_path)), "--output", str(out),
+                       "--assistant", str(models["assistant"]), *[f"--{k}={v}" for k, v in over.items()])
+    line = fail_line(result)
+    assert "[D031] Cannot read the corpus 'corpora.unlabeled'" in line and message in line
+    assert "Traceback" not in result.stdout + result.stderr and not out.exists()
+
+
+def test_blank_lines_are_skipped_counted_and_never_sent_to_the_teacher(models, toy_data, texts, tmp_path, monkeypatch, capsys):
+    seen = count_forwards(monkeypatch)
+    pool = tmp_path / "blanks.txt"
+    pool.write_text("\n   \n".join(row["text"] for row in toy_rows(30, seed=9)) + "\n\n\t\n", encoding="utf8")
+    over = unlabelled_overrides(toy_data, models, texts, **{"paths.unlabeled": str(pool), "distillation.teacher_budget": 0.6})
+    metrics = distill(str(models["teacher"]), config_with(tmp_path), tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over)
+    assert metrics["unlabeled_examples"] == 30
+    assert "31 blank texts in the unlabelled corpus 'corpora.unlabeled' are skipped" in capsys.readouterr().out
+    assert all(text.strip() for text in seen["teacher"] + seen["assistant"])
+
+
+def test_a_pool_that_changes_under_resume_is_refused(models, toy_data, texts, tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_bytes(texts["unlabelled"].read_bytes())
+    over = unlabelled_overrides(toy_data, models, texts, **{"paths.unlabeled": str(pool), "distillation.max_steps": 4, "distillation.eval_frequency": 4})
+    cfg = config_with(tmp_path)
+    distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over)
+    with pool.open("a", encoding="utf8") as f:
+        f.write("one more text\n")
+    over["distillation.max_steps"] = 8
+    with pytest.raises(DistillationError, match=r"Cannot resume the run in .*: corpus\.pool\.\w+.* from when it started"):
+        distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over, resume=True)

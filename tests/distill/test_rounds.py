@@ -46,17 +46,18 @@ def test_query_sizes(allowance, split, expected):
     assert objective(make_entropy_selector_v1(0.5), router).query_sizes(100, allowance) == expected
 
 
-def test_planned_sizes_are_what_the_rounds_take():
+@pytest.mark.parametrize("sample", [None, 30, 1000])
+def test_planned_sizes_are_what_the_rounds_take(sample):
     torch.manual_seed(0)
     for obj in (objective(make_entropy_selector_v1(0.5), make_entropy_split_router_v1()),
                 objective(make_all_selector_v1(seed=1), make_teacher_only_router_v1())):
-        rounds = QueryRounds.create(n_labelled=20, n_unlabelled=200, n_epochs=4, pool_budget=90)
+        rounds = QueryRounds.create(n_labelled=20, n_unlabelled=200, n_epochs=4, pool_budget=90, sample=sample, seed=3)
         planned = rounds.planned_sizes(obj, 4)
         taken = []
         for epoch in range(4):
             j = rounds.round_of(epoch)
             if j is not None:
-                candidates = rounds.unanswered()
+                candidates = rounds.candidates(j)
                 t, a = obj.select_queries(torch.randn(len(candidates), 2), len(candidates), rounds.allowance(j, rounds.teacher_answers))
                 rounds.record(epoch, candidates[t], candidates[a], len(candidates))
             taken.append(len(rounds.answered_ids()))
@@ -71,3 +72,17 @@ def test_labelled_need_counts_the_teachers_rows_of_each_batch():
     assert labelled_need(split, [32, 32, 16], n_epochs=5, n_labelled=80) == 80  # each asked once at most
     kd = objective(make_all_selector_v1(), make_teacher_only_router_v1())
     assert labelled_need(kd, [32, 32, 16], n_epochs=1, n_labelled=80) == 80
+
+
+def test_a_pool_sample_is_a_seeded_draw_of_unanswered_texts():
+    rounds = QueryRounds.create(n_labelled=10, n_unlabelled=1000, n_epochs=3, pool_budget=50, sample=100, seed=7)
+    first = rounds.candidates(0)
+    assert first.numel() == 100 and torch.equal(first, first.sort().values) and int(first.min()) >= 10
+    assert torch.equal(first, rounds.candidates(0))  # the same draw on a resume
+    assert not torch.equal(first, rounds.candidates(1))  # another round, another draw
+    other_seed = QueryRounds.create(n_labelled=10, n_unlabelled=1000, n_epochs=3, pool_budget=50, sample=100, seed=8)
+    assert not torch.equal(first, other_seed.candidates(0))
+    rounds.record(1, first[:40], first[:0], 100)
+    assert not set(rounds.candidates(1).tolist()) & set(first[:40].tolist())  # answered texts are not drawn again
+    small = QueryRounds.create(n_labelled=0, n_unlabelled=50, n_epochs=2, pool_budget=None, sample=100)
+    assert torch.equal(small.candidates(0), small.unanswered())  # a sample larger than the pool is the pool
