@@ -9,8 +9,9 @@ sentences and N unlabelled ones of 15 words, teacher budget b: epoch 0, the
 first query round, 20 steps, one save; then `--resume` for one step. Prints
 each run's peak RSS (the process's, from wait4), startup (process start to
 the first step), the round's time (the gap between epoch 0's last step and
-epoch 1's first, less a step), the checkpoint's size and the resume's
-startup; then the RSS a text adds and each figure's growth exponent.
+epoch 1's first, less a step), the size of checkpoint/ and of the appended
+answers/, and the resume's startup; then the RSS a text adds and each
+figure's growth exponent.
 
 `memory`: reads N texts (the movie sentences, repeated to N) through spaCy's
 `PlainTextCorpus` as `spacy distill` does, and measures with tracemalloc
@@ -157,13 +158,16 @@ def scale(args: argparse.Namespace) -> int:
             out = root / f"out-{n}"
             # Epoch 0 (the labelled batches), the first query round, then 20 steps.
             run = distill_run(args, models, pool, out, labelled_batches + 20, resume=False)
-            checkpoint = sum(f.stat().st_size for f in (out / "checkpoint").rglob("*") if f.is_file())
+            checkpoint, answers = (sum(f.stat().st_size for f in (out / part).rglob("*") if f.is_file()) for part in ("checkpoint", "answers"))
             resumed = distill_run(args, models, pool, out, labelled_batches + 21, resume=True)
-            row = {"texts": n, **run, "checkpoint_mb": checkpoint / 1e6, "resume_startup_s": resumed["startup_s"], "resume_rss_mib": resumed["rss_mib"]}
+            row = {
+                "texts": n, **run, "checkpoint_mb": checkpoint / 1e6, "answers_mb": answers / 1e6,
+                "resume_startup_s": resumed["startup_s"], "resume_rss_mib": resumed["rss_mib"],
+            }
             rows.append(row)
             print(
                 f"{n:>9,} texts: peak RSS {row['rss_mib']:,.0f} MiB, startup {row['startup_s']:.1f} s, round {row['round_s']:.1f} s, "
-                f"checkpoint {row['checkpoint_mb']:.1f} MB, resume startup {row['resume_startup_s']:.1f} s",
+                f"checkpoint {row['checkpoint_mb']:.1f} MB + answers {row['answers_mb']:.1f} MB, resume startup {row['resume_startup_s']:.1f} s",
                 flush=True,
             )
             shutil.rmtree(out, ignore_errors=True)

@@ -14,6 +14,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
 from spacy.util import registry
 
+from .files import not_utf8
 from .models.classifier import install_extensions
 
 LOCAL_FORMATS = {
@@ -204,13 +205,9 @@ def check_text_file(path: Path) -> None:
     data = path.read_bytes()
     if not data.strip():
         raise ValueError(f"Cannot read '{path}': the file is empty.")
-    try:
-        data.decode("utf8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"Cannot read '{path}': it is not UTF-8 (byte 0x{data[err.start]:02x} at position "
-            f"{err.start}); save it as UTF-8."
-        ) from None
+    where = not_utf8(data)
+    if where is not None:
+        raise ValueError(f"Cannot read '{path}': it is not UTF-8 ({where}); save it as UTF-8.")
 
 
 def _innermost(err: BaseException) -> str:

@@ -93,7 +93,7 @@ def test_bad_input(nlp, tmp_path):
 def test_bad_files_are_one_line_errors(nlp, tmp_path):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncafé crème,positive\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"not UTF-8 \(byte 0xe9 at position 14\); save it as UTF-8"):
+    with pytest.raises(ValueError, match=r"not UTF-8 \(line 2, byte 0xe9 at column 4\); save it as UTF-8"):
         list(DatasetCorpus(latin)(nlp))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

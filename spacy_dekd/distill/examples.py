@@ -25,6 +25,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
 
+from ..files import not_utf8
 from ..models.classifier import install_extensions
 from ..pipeline.textcat import docs_with_pairs
 from .checkpoint import corpus_fingerprint
@@ -101,13 +102,9 @@ class TextPool(Sequence[Text]):
 def _check_text(line: bytes, path: Path, number: int) -> None:
     if b"\0" in line:
         raise ValueError(f"'{path}' is not a text file: line {number} holds a NUL byte (save it as UTF-8 text, one text a line)")
-    try:
-        line.decode("utf8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"'{path}' is not UTF-8: line {number}, byte 0x{line[err.start]:02x} at column {err.start + 1} "
-            "(save it as UTF-8 text, one text a line)"
-        ) from None
+    where = not_utf8(line, first_line=number)
+    if where is not None:
+        raise ValueError(f"'{path}' is not UTF-8: {where} (save it as UTF-8 text, one text a line)")
 
 
 class RunExamples(Sequence[Example]):

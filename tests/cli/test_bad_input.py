@@ -35,7 +35,7 @@ def setting(**values):
 CASES = {
     "empty corpus file": (bad_train_file("empty"), "the file is empty"),
     "header-only csv": (bad_train_file("header_only"), "it has no rows"),
-    "latin-1 csv": (bad_train_file("latin1"), "not UTF-8 (byte 0xe9"),
+    "latin-1 csv": (bad_train_file("latin1"), "not UTF-8 (line 2, byte 0xe9 at column 4)"),
     "empty label cell": (bad_train_file("empty_label"), "Row 2 of"),
     "selector ratio 0": (setting(**{"distillation.objective.selector.ratio": 0}), "(0, 1]"),
     "temperature 0": (setting(**{"distillation.temperature": 0}), "temperature must be > 0"),
