@@ -1,6 +1,10 @@
 """Unlabelled text, query rounds and the teacher budget, on tiny models."""
 import json
 import math
+import os
+import random
+import subprocess
+import sys
 
 import pytest
 import spacy
@@ -259,3 +263,32 @@ def test_a_pool_that_changes_under_resume_is_refused(models, toy_data, texts, tm
     over["distillation.max_steps"] = 8
     with pytest.raises(DistillationError, match=r"Cannot resume the run in .*: corpus\.pool\.\w+.* from when it started"):
         distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over, resume=True)
+
+
+def peak_rss_mib(args):
+    """Peak RSS of one `python -m spacy ...` process, from wait4."""
+    proc = subprocess.Popen([sys.executable, "-m", "spacy", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0, output[-2000:]
+    return usage.ru_maxrss / 1024
+
+
+def test_a_large_pool_costs_bytes_a_text_not_its_docs(models, toy_data, texts, tmp_path):
+    # 50,000 texts as spaCy Examples would take ~1.3 GB (27 KiB each); on
+    # disk the pool adds 16 bytes a text, and a round's transient arrays
+    # some more. Asserted loosely: under 2 KiB a text beyond a 500-text run.
+    rng = random.Random(0)
+    words = [word for row in toy_rows(50, seed=3) for word in row["text"].split()]
+    rss = {}
+    for n in (500, 50_000):
+        pool = tmp_path / f"pool-{n}.txt"
+        pool.write_text("".join(" ".join(rng.choices(words, k=15)) + "\n" for _ in range(n)), encoding="utf8")
+        over = unlabelled_overrides(toy_data, models, texts, **{
+            "paths.unlabeled": str(pool), "distillation.teacher_budget": 0.01 if n > 500 else 0.5,
+            "distillation.max_epochs": 2, "distillation.max_steps": 12,
+        })
+        cfg = config_with(tmp_path, teacher_only=True)
+        rss[n] = peak_rss_mib(["distill", str(models["teacher"]), str(cfg), "--output", str(tmp_path / f"out-{n}"),
+                               *[f"--{k}={v}" for k, v in over.items()]])
+    assert (rss[50_000] - rss[500]) * 2**20 / 49_500 < 2048, rss
