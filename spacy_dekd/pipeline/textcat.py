@@ -140,9 +140,9 @@ class TransformerTextCategorizer(TrainablePipe):
         """
         return get_shim(self.model)  # type: ignore[return-value]
 
-    # What runs the classifier, as the distillation loop and the exporters
-    # read it: the same few members for the torch model and its ONNX copy,
-    # so that nothing outside the component reaches into its shim.
+    # What runs the classifier, as the distillation loop reads it: the same
+    # members for the torch model and its ONNX copy, so that nothing outside
+    # the component reaches into its shim.
     @property
     def runtime(self) -> str:
         """"torch" (trainable: hidden states, dropout) or "onnx" (logits alone)."""
@@ -150,29 +150,22 @@ class TransformerTextCategorizer(TrainablePipe):
 
     @property
     def torch_module(self) -> Optional[TransformerClassifier]:
-        """The torch classifier (encoder and head; its `n_layers` and
-        `width`), or None on ONNX Runtime.
-        """
+        """The torch classifier (its `n_layers`, `width`), None on ONNX Runtime."""
         return self.shim.module if self.runtime == "torch" else None
 
     @property
     def device(self) -> torch.device:
-        """Where the torch classifier's weights live (the CPU for ONNX)."""
         return self.shim.device if self.runtime == "torch" else torch.device("cpu")
 
     @property
     def mixed_precision_dtype(self) -> Optional[str]:
-        """The autocast dtype of the torch classifier ("bfloat16" or "float16")."""
         return self.shim.mixed_precision_dtype if self.runtime == "torch" else None
 
     def set_mixed_precision(self, enabled: bool) -> None:
-        """Run the torch classifier under autocast (or not)."""
         self.shim.set_mixed_precision(enabled)
 
     def load_model(self, path: Union[str, Path]) -> None:
-        """Replace the classifier with the one saved in `path` (the
-        component's `model` folder), keeping the component's settings.
-        """
+        """The classifier saved in `path` (a `model/` folder), settings kept."""
         self.shim.from_disk(Path(path))
 
     def forward(
@@ -228,7 +221,7 @@ class TransformerTextCategorizer(TrainablePipe):
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "TransformerTextCategorizer.update")
-        self._validate_categories(examples)
+        validate_categories(self.name, self.labels, self.exclusive_classes, examples)
         with dropout_rate(self.shim.module, drop):
             logits, backprop = self.model.begin_update(docs_with_pairs(examples))
             loss, d_logits = self.get_loss(examples, logits)
@@ -327,30 +320,11 @@ class TransformerTextCategorizer(TrainablePipe):
                 f"found {list(self.labels)}: give the examples `doc.cats` or pass "
                 "labels in [initialize.components]."
             )
-        self._validate_categories(list(islice(get_examples(), 100)))
+        validate_categories(self.name, self.labels, self.exclusive_classes, islice(get_examples(), 100))
         if self.cfg["class_weights"] == "balanced":
             self.cfg["label_weights"] = balanced_weights(get_examples(), self.labels)
         self.model.set_dim("nO", len(self.labels))
         self.model.initialize()
-
-    def _validate_categories(self, examples: Iterable[Example]) -> None:
-        known = set(self.labels)
-        for eg in examples:
-            unknown = set(eg.reference.cats) - known
-            if unknown:
-                raise ValueError(
-                    f"'{self.name}' does not know the label(s) {sorted(unknown)} found "
-                    f"in the data (it has {sorted(known)}): add them before "
-                    "initialize, or fix the data."
-                )
-            if self.exclusive_classes:
-                values = list(eg.reference.cats.values())
-                if values and values.count(1.0) != 1:
-                    raise ValueError(
-                        f"'{self.name}' has exclusive classes but a doc has cats "
-                        f"{eg.reference.cats}: exactly one must be 1.0, or set "
-                        "exclusive_classes = false for multilabel data."
-                    )
 
     def to_disk(
         self, path: Union[str, Path], *, exclude: Iterable[str] = util.SimpleFrozenList()
@@ -396,6 +370,27 @@ class TransformerTextCategorizer(TrainablePipe):
         return srsly.msgpack_dumps(
             {"cfg": srsly.json_dumps(self.cfg), "model": self.shim.to_bytes()}
         )
+
+
+def validate_categories(name: str, labels: Sequence[str], exclusive: bool, examples: Iterable[Example]) -> None:
+    """Every gold label known, and exactly one 1.0 per doc for exclusive classes."""
+    known = set(labels)
+    for eg in examples:
+        unknown = set(eg.reference.cats) - known
+        if unknown:
+            raise ValueError(
+                f"'{name}' does not know the label(s) {sorted(unknown)} found "
+                f"in the data (it has {sorted(known)}): add them before "
+                "initialize, or fix the data."
+            )
+        if exclusive:
+            values = list(eg.reference.cats.values())
+            if values and values.count(1.0) != 1:
+                raise ValueError(
+                    f"'{name}' has exclusive classes but a doc has cats "
+                    f"{eg.reference.cats}: exactly one must be 1.0, or set "
+                    "exclusive_classes = false for multilabel data."
+                )
 
 
 def balanced_weights(examples: Iterable[Example], labels: Sequence[str]) -> List[float]:
