@@ -4,7 +4,7 @@ Generators are seeded by the run's seed and the epoch, so that a run that
 resumes mid-epoch sees the batches the uninterrupted run saw.
 """
 import random
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from spacy.training import Example
 
@@ -15,9 +15,25 @@ def labelled_batches(batcher: Batcher, seed: int, examples: Sequence[Example], e
     """The labelled examples, shuffled for the epoch and batched."""
     order = list(range(len(examples)))
     random.Random(seed * 1000 + epoch).shuffle(order)
-    position = {id(examples[i]): i for i in order}
-    for batch in batcher([examples[i] for i in order]):
-        yield [position[id(eg)] for eg in batch]
+    return batched_ids(batcher, examples, order)
+
+
+def batched_ids(batcher: Batcher, examples: Sequence[Example], order: List[int]) -> Iterator[List[int]]:
+    """The batcher's batches of the examples of `order`, as their ids. Each
+    Example is made as the batcher reads it and dropped once its batch is
+    turned into ids, so that batching N answered texts holds a batch of
+    Examples at a time, not N.
+    """
+    position: Dict[int, int] = {}  # id() of an Example the batcher holds → its corpus id
+
+    def made() -> Iterator[Example]:
+        for i in order:
+            eg = examples[i]
+            position[id(eg)] = i
+            yield eg
+
+    for batch in batcher(made()):
+        yield [position.pop(id(eg)) for eg in batch]
 
 
 def epoch_batches(
@@ -33,8 +49,6 @@ def epoch_batches(
         return
     answered = list(answered)
     random.Random(seed * 1000 + epoch + 500).shuffle(answered)
-    made = [examples[i] for i in answered]  # unlabelled texts are made into Examples here
-    position = {id(eg): i for eg, i in zip(made, answered)}
-    batches = labelled + [[position[id(eg)] for eg in batch] for batch in batcher(made)]
+    batches = labelled + list(batched_ids(batcher, examples, answered))
     random.Random(seed * 1000 + epoch + 700).shuffle(batches)
     yield from batches

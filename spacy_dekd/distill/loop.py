@@ -77,10 +77,10 @@ def train_while_distilling(run: Run, state: DistillState) -> Iterator[Tuple[Opti
                 continue  # done before the checkpoint this run resumed from
             if T.get("before_update"):
                 T["before_update"](run.nlp, {"step": state.step, "epoch": state.epoch})
-            terms = step(run, batch_ids, state.step)
+            terms, words = step(run, batch_ids, state.step)
             state.step += 1
             state.batch_in_epoch = i + 1
-            state.words += sum(len(run.examples[j].predicted) for j in batch_ids)
+            state.words += words
             state.history.append(_record(run, state, terms, started))
             if T.get("after_step"):
                 T["after_step"](run.nlp, state.history[-1])
@@ -100,11 +100,12 @@ def train_while_distilling(run: Run, state: DistillState) -> Iterator[Tuple[Opti
     state.elapsed = time.perf_counter() - started
 
 
-def step(run: Run, batch_ids: List[int], step: int) -> LossTerms:
+def step(run: Run, batch_ids: List[int], step: int) -> Tuple[LossTerms, int]:
     """Algorithm 1, lines 3-8, for one batch of corpus ids: student
     forward, select, route, query (cached), align, one update. A batch of
     answered unlabelled examples skips selection: each row learns from the
-    model that answered it in its query round.
+    model that answered it in its query round. RETURNS: the loss's terms
+    and the batch's words.
     """
     objective = run.objective
     batch = [run.examples[j] for j in batch_ids]
@@ -135,7 +136,7 @@ def step(run: Run, batch_ids: List[int], step: int) -> LossTerms:
     run.scheduler.step()
     if run.feedback:
         objective.feedback(dev_loss(run))
-    return terms
+    return terms, sum(len(eg.predicted) for eg in batch)
 
 
 def query_round(run: Run, epoch: int) -> None:
