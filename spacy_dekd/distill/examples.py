@@ -6,7 +6,7 @@ an Example again, as spaCy's `PlainTextCorpus` makes it, only when a step, a
 query round or a frozen model needs it, and is kept as:
 
 - `TextPool`, for plain text files (`spacy.PlainTextCorpus.v1` without
-  length limits): the texts stay on disk, memory-mapped, and the pool holds
+  length limits): the texts stay on disk, read with pread, and the pool holds
   16 bytes a text (where each line starts and ends), found in one streaming pass that
   also checks the encoding, skips blank lines and hashes the files;
 - a list of texts (and sentence pairs), for any other reader, read through
@@ -14,7 +14,7 @@ query round or a frozen model needs it, and is kept as:
 """
 import hashlib
 import json
-import mmap
+import os
 from array import array
 from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union, overload
@@ -46,7 +46,7 @@ class TextPool(Sequence[Text]):
         self.spans = spans  # (n, 2) int64: each text's start and end in the files laid end to end
         self.file_ends = file_ends  # (files,) where each file ends in that layout
         self.fingerprint = fingerprint
-        self._maps: List[Optional[mmap.mmap]] = [None] * len(paths)
+        self._files: List[Optional[int]] = [None] * len(paths)  # descriptors, opened when first read
 
     @classmethod
     def read(cls, paths: Sequence[Path]) -> "TextPool":
@@ -89,14 +89,20 @@ class TextPool(Sequence[Text]):
         start, end = (int(x) for x in self.spans[index])
         f = int(numpy.searchsorted(self.file_ends, start, side="right"))
         file_start = int(self.file_ends[f - 1]) if f > 0 else 0
-        data = self._map(f)[start - file_start : end - file_start]
-        return data.decode("utf8"), None
+        return os.pread(self._fd(f), end - start, start - file_start).decode("utf8"), None
 
-    def _map(self, f: int) -> mmap.mmap:
-        if self._maps[f] is None:
-            with open(self.paths[f], "rb") as handle:
-                self._maps[f] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._maps[f]  # type: ignore[return-value]
+    def _fd(self, f: int) -> int:
+        # pread, not mmap: the page cache holds the file, not the process's
+        # RSS (a mapped 1M-line pool counts ~75 bytes a text once read).
+        fd = self._files[f]
+        if fd is None:
+            fd = self._files[f] = os.open(self.paths[f], os.O_RDONLY)
+        return fd
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_files", []):
+            if fd is not None:
+                os.close(fd)
 
 
 def _check_text(line: bytes, path: Path, number: int) -> None:

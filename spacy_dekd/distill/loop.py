@@ -153,7 +153,7 @@ def query_round(run: Run, epoch: int) -> None:
     allowance = rounds.allowance(j, spent)
     logits = None
     if objective.reads_logits and candidates.numel() > 0:
-        logits = predict(run, run.examples.docs(candidates.tolist()))
+        logits = predict(run, run.examples.docs(candidates.numpy()))  # ids as an array: 8 bytes each
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     teacher_ids, assistant_ids = candidates[to_teacher], candidates[to_assistant]
     like = torch.zeros((0, len(run.pipe.labels)))
