@@ -53,7 +53,7 @@ class TextPool(Sequence[Text]):
         """One streaming pass over the files.
 
         RAISES ValueError: a file is not UTF-8 text (the line and the byte
-            are named), or holds no text.
+            are named). A pool of blank lines alone is empty: the caller says so.
         """
         starts, ends, file_ends = array("q"), array("q"), []
         digest, base, n_blank = hashlib.sha256(), 0, 0
