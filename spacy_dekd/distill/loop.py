@@ -154,6 +154,7 @@ def query_round(run: Run, epoch: int) -> None:
     logits = None
     if objective.reads_logits and candidates.numel() > 0:
         logits = predict(run, run.examples.docs(candidates.numpy()))  # ids as an array: 8 bytes each
+    # A selector that scores rows one by one keeps a running top k of the chunks.
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     teacher_ids, assistant_ids = candidates[to_teacher], candidates[to_assistant]
     like = torch.zeros((0, len(run.pipe.labels)))
@@ -253,16 +254,15 @@ def forward(run: Run, docs: Sequence[Doc], *, is_train: bool, hidden: bool) -> C
     return ClassifierOutput(run.world.gather(out.logits), run.world.gather_list(out.hidden_states))
 
 
-def predict(run: Run, docs: View, batch_size: int = 1024) -> torch.Tensor:
-    """The student's logits for many docs, without gradients, a chunk made
-    (and dropped) at a time.
+def predict(run: Run, docs: View, batch_size: int = 1024) -> Iterator[torch.Tensor]:
+    """The student's logits for many docs, without gradients, a chunk at a
+    time: each chunk's docs made, scored and dropped before the next.
     """
-    logits = []
     chunk = batch_size * run.world.size
-    with torch.no_grad():
-        for start in range(0, len(docs), chunk):
-            logits.append(forward(run, docs.part(start, start + chunk), is_train=False, hidden=False).logits)
-    return torch.cat(logits)
+    for start in range(0, len(docs), chunk):
+        with torch.no_grad():
+            out = forward(run, docs.part(start, start + chunk), is_train=False, hidden=False)
+        yield out.logits
 
 
 def gold_targets(run: Run, batch: List[Example], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:

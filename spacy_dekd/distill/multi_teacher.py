@@ -26,7 +26,7 @@ from ..registry import registry
 from .losses import TeacherAssistantLoss, kl_divergence, layer_alignment
 from .objective import Selection, answered_plan, positions
 from .selectors import BothRouter
-from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, TeacherOutput, Transfer
+from .types import InstanceSelector, Logits, LossFn, LossTerms, QueryPlan, TeacherOutput, Transfer
 
 INTEGRATIONS = ("hard", "soft", "mean")
 
@@ -303,7 +303,7 @@ class MultiTeacherObjective:
         return answered_plan(teacher_rows, assistant_rows, aligned=True)
 
     def select_queries(
-        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+        self, student_logits: Logits, n: int, teacher_allowance: Optional[int] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.selection.select_queries(student_logits, n, teacher_allowance, multilabel=self.multilabel)
 

@@ -5,7 +5,7 @@ The objective knows tensors, not spaCy: the trainer gives it the student's
 outputs, asks it for a `QueryPlan`, fetches exactly those teacher and
 assistant outputs, and hands them back.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from torch import nn
 from ..models.pytorch import ClassifierOutput
 from ..registry import registry
 from .losses import LayerAlignmentLoss, TeacherAssistantLoss
-from .types import InstanceSelector, LossFn, LossTerms, QueryPlan, Router, TeacherOutput
+from .types import ChunkSelector, InstanceSelector, Logits, LossFn, LossTerms, QueryPlan, Router, TeacherOutput
 
 
 class Selection:
@@ -74,21 +74,35 @@ class Selection:
         return k
 
     def select_queries(
-        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None,
+        self, student_logits: Logits, n: int, teacher_allowance: Optional[int] = None,
         *, multilabel: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """A query round over n candidates (Eq. 4-6 over a pool instead of a
         batch): the selector ranks them on the student's detached logits and
         keeps as many as `query_sizes` says; the router splits those.
 
-        student_logits (Optional[torch.Tensor]): (n, C); None for a selector
-            that does not read them (zeros stand in).
+        student_logits (Logits): (n, C), or the n rows in chunks, in order
+            (a selector that scores rows one by one then keeps a running top
+            k, never all n rows); None for a selector that does not read
+            them (zeros stand in).
         RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
             the teacher and for the assistant, each ascending.
         """
-        logits = student_logits.detach() if student_logits is not None else torch.zeros((n, 2))
-        _, to_teacher, to_assistant = self(logits, multilabel=multilabel, k=self.query_rows(n, teacher_allowance))
-        return to_teacher, to_assistant
+        if student_logits is None:
+            chunks: Iterable[torch.Tensor] = [torch.zeros((n, 2))]
+        elif isinstance(student_logits, torch.Tensor):
+            chunks = [student_logits.detach()]
+        else:
+            chunks = student_logits
+        k = self.query_rows(n, teacher_allowance)
+        if isinstance(self.selector, ChunkSelector):
+            selected, logits = self.selector.select_chunks(chunks, k, multilabel=multilabel)
+        else:
+            all_logits = torch.cat(list(chunks))
+            selected = self.selector(all_logits, multilabel=multilabel, k=k)
+            logits = all_logits[selected]
+        to_teacher, to_assistant = self.router(logits, multilabel=multilabel)
+        return selected[to_teacher].sort().values, selected[to_assistant].sort().values
 
     def rng_state(self) -> Dict[str, torch.Tensor]:
         """The states of the generators its selector draws from (each
@@ -243,7 +257,7 @@ class DeKDObjective:
         return self.selection.query_rows(n, teacher_allowance)
 
     def select_queries(
-        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+        self, student_logits: Logits, n: int, teacher_allowance: Optional[int] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.selection.select_queries(student_logits, n, teacher_allowance, multilabel=self.multilabel)
 

@@ -7,7 +7,7 @@ gradient. With multilabel logits, each label is a Bernoulli distribution
 [p, 1 - p]; scores are averaged over labels (docs/DESIGN.md).
 """
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -75,6 +75,44 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return order[:k].sort().values
 
 
+class RunningTopK:
+    """The k highest scores among rows seen a chunk at a time, in order, ties
+    broken by position, each with its row of logits: what `top_k` over all
+    the rows at once keeps, in memory for k rows and a chunk (a query round
+    over a pool far larger than its share of the budget).
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.seen = 0
+        self.scores = torch.zeros(0)
+        self.index = torch.zeros(0, dtype=torch.long)
+        self.rows: Optional[torch.Tensor] = None
+
+    def push(self, scores: torch.Tensor, rows: torch.Tensor) -> None:
+        """The next chunk's scores (n,) and rows (n, ...)."""
+        index = torch.arange(self.seen, self.seen + scores.shape[0], device=scores.device)
+        self.seen += scores.shape[0]
+        if self.rows is None:
+            self.scores, self.index, self.rows = scores[:0], index[:0], rows[:0]
+        if len(self.index) == self.k:
+            # A tie with the lowest kept score goes to the kept row: it came first.
+            better = scores > self.scores.min() if self.k > 0 else scores < scores
+            scores, index, rows = scores[better], index[better], rows[better]
+        if scores.numel() == 0:
+            return
+        # Kept rows come before the chunk's and are in ascending order, so a
+        # stable ranking of the two breaks ties by position, as `top_k` does.
+        scores, index, rows = torch.cat([self.scores, scores]), torch.cat([self.index, index]), torch.cat([self.rows, rows])
+        keep = top_k(scores, self.k)
+        self.scores, self.index, self.rows = scores[keep], index[keep], rows[keep]
+
+    def result(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The kept row indices, ascending, and their rows."""
+        assert self.rows is not None, "no chunk was pushed"
+        return self.index, self.rows
+
+
 def check_ratio(ratio: float) -> None:
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"The selection ratio must be in (0, 1], got {ratio}.")
@@ -103,6 +141,17 @@ class RatioSelector:
     def pick(self, student_logits: torch.Tensor, k: int, *, multilabel: bool) -> torch.Tensor:
         raise NotImplementedError
 
+    def select_chunks(
+        self, chunks: Iterable[torch.Tensor], k: int, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """k rows of logits that come a chunk at a time: their ascending
+        indices and their logits. This one joins the chunks and picks;
+        a selector that scores rows one by one keeps a running top k instead.
+        """
+        logits = torch.cat(list(chunks))
+        selected = self.pick(logits, min(k, logits.shape[0]), multilabel=multilabel)
+        return selected, logits[selected]
+
 
 class ScoreSelector(RatioSelector):
     """The rows of highest score, ties broken by position."""
@@ -113,6 +162,14 @@ class ScoreSelector(RatioSelector):
 
     def pick(self, student_logits: torch.Tensor, k: int, *, multilabel: bool) -> torch.Tensor:
         return top_k(self.score(student_logits, multilabel=multilabel), k)
+
+    def select_chunks(
+        self, chunks: Iterable[torch.Tensor], k: int, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        running = RunningTopK(k)
+        for logits in chunks:
+            running.push(self.score(logits, multilabel=multilabel), logits.detach())
+        return running.result()
 
 
 class RandomSelector(RatioSelector):

@@ -4,7 +4,7 @@ and give, what the frozen models answer, and what a batch's plan and loss
 hold.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 from torch import nn
@@ -30,6 +30,25 @@ class InstanceSelector(Protocol):
         """(N, C) logits → ascending LongTensor of the selected row indices:
         `count(N)` of them, or the k it likes best.
         """
+
+
+@runtime_checkable
+class ChunkSelector(Protocol):
+    """A selector that can pick from rows that come a chunk at a time (a
+    query round over a large pool), never holding all of them. Selectors
+    without it see the chunks joined.
+    """
+
+    def select_chunks(
+        self, chunks: Iterable[torch.Tensor], k: int, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Chunks of (n_i, C) logits, in order → the ascending indices of
+        the k rows it keeps (of all the rows), and those rows' logits.
+        """
+
+
+# A query round's student logits: all rows, the rows in chunks, or none.
+Logits = Union[None, torch.Tensor, Iterable[torch.Tensor]]
 
 
 @runtime_checkable
@@ -187,7 +206,7 @@ class Objective(Protocol):
     def plan_answered(self, teacher_rows: torch.Tensor, assistant_rows: torch.Tensor) -> QueryPlan: ...
 
     def select_queries(
-        self, student_logits: Optional[torch.Tensor], n: int, teacher_allowance: Optional[int] = None
+        self, student_logits: Logits, n: int, teacher_allowance: Optional[int] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]: ...
 
     def __call__(self, *args: object, **kwargs: object) -> LossTerms: ...

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spacy_dekd.distill.selectors import (
+    RunningTopK,
     entropy_score,
     hidden_layer_scores,
     least_confidence_score,
@@ -156,3 +157,35 @@ def test_uniform_and_last_layer_selectors():
     assert spread_layers(12, 3) == [0, 6, 11]
     with pytest.raises(ValueError):
         uniform_layers(3, 4)
+
+
+@pytest.mark.parametrize("n,k,chunk", [(1000, 100, 64), (1000, 100, 1000), (500, 0, 50), (300, 400, 7), (257, 1, 32)])
+@pytest.mark.parametrize("make", [make_entropy_selector_v1, make_margin_selector_v1, make_least_confidence_selector_v1])
+def test_running_top_k_over_chunks_keeps_what_ranking_the_whole_pool_keeps(make, n, k, chunk):
+    # Scores rounded to a few values, so that many rows tie and the tie-break
+    # by position decides.
+    generator = torch.Generator().manual_seed(n + k + chunk)
+    logits = (torch.randn(n, 3, generator=generator) * 4).round() / 4
+    selector = make(0.5)
+    whole = selector(logits, k=min(k, n))
+    kept, rows = selector.select_chunks(logits.split(chunk), k)
+    assert torch.equal(kept, whole)
+    assert torch.equal(rows, logits[whole])
+
+
+def test_running_top_k_keeps_k_rows_and_a_chunk():
+    running = RunningTopK(10)
+    for scores in torch.rand(10_000).split(100):
+        running.push(scores, scores.unsqueeze(1))
+        assert len(running.index) <= 10
+    index, rows = running.result()
+    assert index.tolist() == sorted(index.tolist()) and rows.shape == (10, 1)
+
+
+def test_a_selector_without_chunks_sees_them_joined():
+    # The random selector draws over all rows at once: the same draw whether
+    # the rows come whole or in chunks.
+    logits = torch.randn(100, 2)
+    whole = make_random_selector_v1(0.5, seed=3)(logits, k=20)
+    kept, rows = make_random_selector_v1(0.5, seed=3).select_chunks(logits.split(9), 20)
+    assert torch.equal(kept, whole) and torch.equal(rows, logits[whole])
