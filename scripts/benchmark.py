@@ -3,7 +3,12 @@
 Each pipeline runs `nlp.pipe` over the same texts: a warm-up, then
 `--repeats` rounds that time every pipeline once in turn; the best pass of
 each counts. Words/s counts spaCy tokens. Prints a
-table with the ratio of each pipeline's words/s to the first one's.
+table with the ratio of each pipeline's words/s to the first one's, and the
+spread of that ratio over the rounds (each round's pass against the first
+pipeline's pass of the same round: median [min-max]). `--rotate` turns the
+order every round, so that each pipeline follows each other one; `--pause`
+sleeps between passes, so that one pipeline's threads have parked before the
+next one runs.
 
     python scripts/benchmark.py corpus/movies/test.spacy \\
         teacher=training/teacher/model-best student=training/student/model-best \\
@@ -12,6 +17,7 @@ table with the ratio of each pipeline's words/s to the first one's.
 import argparse
 import json
 import sys
+import statistics
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -56,6 +62,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--n-texts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rotate", action="store_true", help="turn the order of the pipelines every round")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep before each pass")
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -81,19 +89,29 @@ def main(argv: List[str]) -> int:
     n_words = sum(len(doc) for doc in spacy.blank("en").tokenizer.pipe(texts))
     # Round robin: every repeat times each pipeline once, so all of them see
     # the same machine conditions; the best pass of each counts.
-    best = {name: float("inf") for name in pipelines}
+    names = list(pipelines)
+    passes: Dict[str, List[float]] = {name: [] for name in names}
     for repeat in range(args.repeats):
-        for name, nlp in pipelines.items():
-            best[name] = min(best[name], time_pass(nlp, texts, batch_size=args.batch_size))
-        print(f"  round {repeat + 1}: " + ", ".join(f"{n} {n_words / t:.0f} words/s" for n, t in best.items()), flush=True)
-    for name in pipelines:
-        results[name]["words_per_second"] = n_words / best[name]
+        order = names[repeat % len(names):] + names[: repeat % len(names)] if args.rotate else names
+        for name in order:
+            time.sleep(args.pause)
+            passes[name].append(time_pass(pipelines[name], texts, batch_size=args.batch_size))
+        print(f"  round {repeat + 1} ({', '.join(order)}): "
+              + ", ".join(f"{n} {n_words / passes[n][-1]:.0f}" for n in names) + " words/s", flush=True)
+    for name in names:
+        results[name]["words_per_second"] = n_words / min(passes[name])
+        results[name]["pass_seconds"] = passes[name]
+        ratios = [ref / own for ref, own in zip(passes[names[0]], passes[name])]
+        results[name]["round_speedup"] = {
+            "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+        }
     reference = results[next(iter(results))]["words_per_second"]
-    print("\n| pipeline | layers | parameters | size on disk | words/s | speed-up |\n|---|---|---|---|---|---|")
+    print("\n| pipeline | layers | parameters | size on disk | words/s | speed-up | per round |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["speedup"] = r["words_per_second"] / reference
         print(f"| {name} | {r['layers']} | {r['parameters'] / 1e6:.1f} M | {r['size_mb']:.0f} MB | "
-              f"{r['words_per_second']:.0f} | {r['speedup']:.2f}× |")
+              f"{r['words_per_second']:.0f} | {r['speedup']:.2f}× | "
+              f"{r['round_speedup']['median']:.2f}× [{r['round_speedup']['min']:.2f}-{r['round_speedup']['max']:.2f}] |")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"texts": len(texts), "results": results}, indent=2))
