@@ -1,0 +1,76 @@
+"""Write variants of training sentences as more unlabelled text for the
+teacher to answer (spacy_dekd/augment.py: neighbours in an encoder's
+word-piece embeddings, dropped and swapped words).
+
+Reads the texts of each input (a `.txt` file a text a line, or a
+csv/tsv/json(l)/parquet file with a text field), writes `--n` variants of
+each to OUTPUT, a text a line, in one go (a temporary file renamed at the
+end: an interrupted run leaves no half-written file).
+
+    python scripts/augment_text.py corpus/movies/train.jsonl corpus/movies/unlabeled.txt \\
+        --model assets/all-mpnet-base-v2 --n 4 --output corpus/movies/more/variants.txt
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import spacy
+
+from spacy_dekd.augment import WORD, embedding_neighbours, variants
+from spacy_dekd.corpus import DatasetCorpus
+
+
+def read_texts(path: Path, text_field: str) -> List[str]:
+    if path.suffix == ".txt":
+        with open(path, encoding="utf8") as f:
+            return [line.strip() for line in f if line.strip()]
+    corpus = DatasetCorpus(path, text_field=text_field, label_field=None)
+    return [eg.reference.text for eg in corpus(spacy.blank("en"))]
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", type=Path)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="a Hugging Face encoder folder (its input embeddings)")
+    parser.add_argument("--n", type=int, default=4, help="variants of each text")
+    parser.add_argument("--neighbours", type=int, default=8)
+    parser.add_argument("--substitute", type=float, default=0.15)
+    parser.add_argument("--drop", type=float, default=0.05)
+    parser.add_argument("--swap", type=float, default=0.05)
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in [*args.inputs, args.model] if not p.exists()]
+    if missing:
+        print(f"✘ Not found: {', '.join(missing)}. Run the `assets` and `corpus` steps first, or pass your own files.", file=sys.stderr)
+        return 1
+    if args.n < 1 or not all(0 <= p <= 1 for p in (args.substitute, args.drop, args.swap)):
+        print("✘ --n must be at least 1, and --substitute, --drop and --swap probabilities in [0, 1].", file=sys.stderr)
+        return 1
+    if args.output.resolve() in {p.resolve() for p in args.inputs}:
+        print(f"✘ --output {args.output} is one of the inputs: write the variants to a file of their own.", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    texts = [text for path in args.inputs for text in read_texts(path, args.text_field)]
+    words = {word for text in texts for word in WORD.findall(text)}
+    neighbours = embedding_neighbours(args.model, words, k=args.neighbours)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.output.with_name(args.output.name + ".partial")
+    n_written = 0
+    with open(partial, "w", encoding="utf8") as f:
+        for text in variants(texts, neighbours, n=args.n, seed=args.seed,
+                             substitute=args.substitute, drop=args.drop, swap=args.swap):
+            f.write(text + "\n")
+            n_written += 1
+    os.replace(partial, args.output)
+    print(f"✔ {n_written:,} variants of {len(texts):,} texts ({len(neighbours):,} words with neighbours) "
+          f"→ {args.output} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
