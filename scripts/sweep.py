@@ -7,9 +7,16 @@
     python scripts/sweep.py budgets --budgets 0.1 0.25 0.5 1.0 --seeds 0 1 2
         MiniLM students learning from the unlabelled sentences under each
         teacher budget: entropy selection (DeKD), random selection, vanilla KD.
+    python scripts/sweep.py pools --variants 0 2 4 --answers 4534 --pool-sample 10000 --seeds 0 1 2
+        MiniLM students from pools of the unlabelled sentences and N variants
+        of every training sentence (scripts/augment_text.py), the teacher
+        answering the same number of texts whatever the pool: entropy and
+        random selection. A round scores `--pool-sample` texts of a larger pool.
 """
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import List
@@ -18,14 +25,41 @@ from compare import compare, run
 
 SELECTOR_CONFIGS = ["dekd", "select_lc", "select_margin", "select_random"]
 BUDGET_CONFIGS = ["dekd_minilm", "select_random_minilm", "kd_minilm"]
+POOL_CONFIGS = ["dekd_minilm", "select_random_minilm"]
 TEACHER = "training/teacher/model-best"
 ASSISTANT = "training/assistant/model-best"
 TEST = "corpus/movies/test.spacy"
+TRAIN = "corpus/movies/train.jsonl"
+UNLABELLED = "corpus/movies/unlabeled.txt"
+ENCODER = "assets/all-mpnet-base-v2"
+
+
+def count_lines(path: Path) -> int:
+    with open(path, encoding="utf8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def pool_folder(n_variants: int, seed: int = 0) -> Path:
+    """corpus/movies/pool{N}/: the unlabelled sentences, and N variants of
+    every training sentence (labelled and unlabelled) beside them.
+    """
+    folder = Path(f"corpus/movies/pool{n_variants}")
+    if not (folder / "unlabeled.txt").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        if n_variants > 0:
+            subprocess.run([sys.executable, str(Path(__file__).parent / "augment_text.py"), TRAIN, UNLABELLED,
+                            "--model", ENCODER, "--n", str(n_variants), "--seed", str(seed),
+                            "--output", str(folder / "variants.txt")], check=True)
+        shutil.copyfile(UNLABELLED, folder / "unlabeled.txt")  # last: a folder with it is whole
+    return folder
 
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", choices=["selectors", "assistants", "budgets"])
+    parser.add_argument("sweep", choices=["selectors", "assistants", "budgets", "pools"])
+    parser.add_argument("--variants", nargs="+", type=int, default=[0, 2, 4], help="pools: variants of each sentence")
+    parser.add_argument("--answers", type=int, default=4534, help="pools: teacher answers in every run")
+    parser.add_argument("--pool-sample", type=int, default=10000, help="pools: texts a round scores")
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0])
     parser.add_argument("--configs", nargs="+", default=None, help="budgets: the configs to compare")
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7, 1.0])
@@ -55,6 +89,21 @@ def main(argv: List[str]) -> int:
                 assistant=ASSISTANT, gpu_id=args.gpu_id,
                 sets=[f"distillation.max_epochs={args.epochs}", f"distillation.teacher_budget={budget}"],
             )
+    elif args.sweep == "pools":
+        root = Path("training/pools")
+        n_labelled = count_lines(Path(TRAIN))
+        for n in args.variants:
+            folder = pool_folder(n)
+            n_pool = sum(count_lines(path) for path in folder.glob("*.txt"))
+            budget = args.answers / (n_labelled + n_pool)
+            print(f"pool of {n_pool} texts ({n} variants each): teacher budget {budget:.4f}", flush=True)
+            sets = [f"distillation.max_epochs={args.epochs}", f"paths.unlabeled={folder}",
+                    f"distillation.teacher_budget={budget}", "components.textcat.model.max_length=0"]
+            if n_pool > args.pool_sample:
+                sets.append(f"distillation.pool_sample={args.pool_sample}")
+            summary = compare(TEACHER, TEST, args.configs or POOL_CONFIGS, args.seeds, root / f"v{n}", name="pool",
+                              gpu_id=args.gpu_id, sets=sets)
+            results[str(n)] = {"pool": n_pool, "budget": budget, "summary": summary}
     else:
         root = Path("training/assistants")
         for size in args.sizes:
