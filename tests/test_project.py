@@ -46,6 +46,8 @@ NOT_DEPS = {
     ("student", "training/assistant/model-best"),
     ("evaluate", "training/assistant/model-best"),
     ("benchmark", "training/assistant/model-best"),
+    # The rival without a teacher is scored when its (optional) step has run.
+    ("evaluate", "training/no_teacher/model-best"),
 }
 
 

@@ -17,8 +17,8 @@ from wasabi import msg
 from ..configs import config_text, names
 from ..errors import Errors, fail
 
-HELP = f"""Write a filled config for `spacy distill` (or, with --variant teacher,
-for `spacy train`). Variants: {', '.join(names())}."""
+HELP = f"""Write a filled config for `spacy distill` (or, with --variant teacher
+or no_teacher, for `spacy train`). Variants: {', '.join(names())}."""
 
 
 @init_cli.command("distill-config", help=HELP)

@@ -1,6 +1,6 @@
 """The shipped configs: `dekd.cfg` and `teacher.cfg` are written by hand,
-every other distillation config is a small override file in `variants/`
-merged onto the config it names as its base (`dekd`, or another variant).
+every other config is a small override file in `variants/` merged onto the
+config it names as its base (`dekd`, `teacher`, or another variant).
 
 Baselines and ablations are configurations of one objective, not code paths
 (docs/DESIGN.md's table). `python -m spacy init distill-config OUTPUT --variant
@@ -57,8 +57,8 @@ def merge(node: Dict[str, Any], changes: Dict[str, Any]) -> None:
 
 
 def _merged(name: str) -> Config:
-    if name == "dekd":
-        return Config().from_str(read("dekd"), interpolate=False)
+    if name in WRITTEN:
+        return Config().from_str(read(name), interpolate=False)
     _, base, settings = read_variant(name)
     config = _merged(base)
     merge(config, settings)
@@ -74,6 +74,15 @@ def render(name: str) -> str:
 
 def names() -> List[str]:
     return list(WRITTEN) + variant_names()
+
+
+def root_of(name: str) -> str:
+    """The hand-written config a shipped config is merged onto at last:
+    `dekd` for a distillation config, `teacher` for a `spacy train` one.
+    """
+    while name not in WRITTEN:
+        name = read_variant(name)[1]
+    return name
 
 
 def config_text(name: str) -> str:
