@@ -21,6 +21,12 @@ from .parallel import World
 from .types import TeacherOutput
 
 
+# Texts a frozen model answers in one go. Larger than a batch or the
+# default workflow's rounds (~1,900 answers), which it leaves one call, as
+# before: the length pieces are cut from the call's texts.
+ANSWER_CHUNK = 4096
+
+
 def torch_module(pipe: Any) -> Optional[torch.nn.Module]:
     """The torch classifier behind a `transformer_textcat`; None for an
     ONNX one (`spacy textcat-quantize`) and any other spaCy component.
@@ -150,9 +156,27 @@ class FrozenModel:
                 uncertainty = empty.logits.new_zeros((0,)) if self.mc_samples else None
                 out = TeacherOutput(empty.logits, empty.hidden_states, uncertainty)
             else:
-                docs = examples.docs(share.tolist())[:]
-                out = teacher_forward(self.pipe, docs, hidden=self.hidden, mc_samples=self.mc_samples)
+                out = self._forward_in_chunks(examples, share)
             uncertainty = None if out.uncertainty is None else world.gather(out.uncertainty)
             return TeacherOutput(world.gather(out.logits), world.gather_list(out.hidden_states), uncertainty)
 
         return self.cache.get(ids[rows.cpu()], forward)
+
+    def _forward_in_chunks(self, examples: RunExamples, ids: torch.Tensor) -> TeacherOutput:
+        """Its outputs for many corpus ids (a query round's answers), the
+        Docs of `ANSWER_CHUNK` of them made, run and dropped at a time: a
+        Doc costs kilobytes, and a round over a large pool answers tens of
+        thousands of texts.
+        """
+        chunks = []
+        for start in range(0, ids.numel(), ANSWER_CHUNK):
+            docs = examples.docs(ids[start : start + ANSWER_CHUNK].tolist())[:]
+            chunks.append(teacher_forward(self.pipe, docs, hidden=self.hidden, mc_samples=self.mc_samples))
+            del docs
+        if len(chunks) == 1:
+            return chunks[0]
+        hidden = None
+        if chunks[0].hidden_states is not None:
+            hidden = [torch.cat(layer) for layer in zip(*(c.hidden_states for c in chunks))]
+        uncertainty = None if chunks[0].uncertainty is None else torch.cat([c.uncertainty for c in chunks])
+        return TeacherOutput(torch.cat([c.logits for c in chunks]), hidden, uncertainty)

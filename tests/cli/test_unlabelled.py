@@ -294,3 +294,42 @@ def test_a_large_pool_costs_bytes_a_text_not_its_docs(models, toy_data, texts, t
         rss[n] = peak_rss_mib(["distill", str(models["teacher"]), str(cfg), "--output", str(tmp_path / f"out-{n}"),
                                *[f"--{k}={v}" for k, v in over.items()]])
     assert (rss[50_000] - rss[500]) * 2**20 / 49_500 < 2048, rss
+
+
+@pytest.mark.parametrize("mc_samples", [0, 2])
+def test_a_round_answers_its_texts_a_chunk_of_docs_at_a_time(models, texts, monkeypatch, mc_samples):
+    # The same answers (logits, hidden states, uncertainty) whether a round's
+    # texts run in one call or in chunks; no call sees more than a chunk.
+    from spacy_dekd.distill.examples import RunExamples
+    from spacy_dekd.distill.frozen import FrozenModel
+    from spacy_dekd.distill.parallel import World
+
+    teacher = spacy.load(models["teacher"]).get_pipe("textcat")
+    pool = [line for line in texts["unlabelled"].read_text(encoding="utf8").splitlines() if line.strip()]
+    examples = RunExamples(spacy.blank("en"), [], [(text, None) for text in pool])
+    ids = torch.arange(0, len(pool), 3)
+    original = frozen_module.teacher_forward
+
+    def answers(chunk):
+        monkeypatch.setattr(frozen_module, "ANSWER_CHUNK", chunk)
+        sizes = []
+
+        def sized(pipe, docs, **kwargs):
+            sizes.append(len(docs))
+            return original(pipe, docs, **kwargs)
+
+        monkeypatch.setattr(frozen_module, "teacher_forward", sized)
+        torch.manual_seed(0)
+        frozen = FrozenModel.create(teacher, len(examples), hidden=True, mc_samples=mc_samples, role="teacher")
+        out = frozen.answer(examples, ids, torch.arange(ids.numel()), torch.zeros((0, 2)), World())
+        return out, sizes
+
+    whole, whole_sizes = answers(4096)
+    chunked, sizes = answers(7)
+    assert whole_sizes == [ids.numel()] and max(sizes) <= 7 and sum(sizes) == ids.numel()
+    assert torch.allclose(chunked.logits, whole.logits, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(chunked.hidden_states, whole.hidden_states))
+    if mc_samples:
+        assert chunked.uncertainty.shape == (ids.numel(),)
+    else:
+        assert chunked.uncertainty is None and whole.uncertainty is None
