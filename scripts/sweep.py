@@ -101,9 +101,9 @@ def main(argv: List[str]) -> int:
                     f"distillation.teacher_budget={budget}", "components.textcat.model.max_length=0"]
             if n_pool > args.pool_sample:
                 sets.append(f"distillation.pool_sample={args.pool_sample}")
-            summary = compare(TEACHER, TEST, args.configs or POOL_CONFIGS, args.seeds, root / f"v{n}", name="pool",
+            summary = compare(TEACHER, TEST, args.configs or POOL_CONFIGS, args.seeds, root / f"v{n}-a{args.answers}", name="pool",
                               gpu_id=args.gpu_id, sets=sets)
-            results[str(n)] = {"pool": n_pool, "budget": budget, "summary": summary}
+            results[str(n)] = {"pool": n_pool, "answers": args.answers, "budget": budget, "summary": summary}
     else:
         root = Path("training/assistants")
         for size in args.sizes:
