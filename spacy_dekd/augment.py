@@ -65,8 +65,9 @@ def variant(
 ) -> str:
     """One variant of the text: each word replaced by one of its neighbours
     with probability `substitute` (if it has any), or else dropped with
-    probability `drop` (in a text of three words or more); then each remaining word swapped with the next one
-    with probability `swap`. Punctuation and spacing between words are kept.
+    probability `drop` (in a text of three words or more); then each
+    remaining word swapped with the next one with probability `swap`.
+    Punctuation and spacing between words are kept.
     """
     gaps = WORD.split(text)  # the text around the words: one more than the words
     words = WORD.findall(text)
