@@ -84,3 +84,17 @@ def fail_line(result):
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).strip().splitlines() if line.strip()]
     return lines[-1]
+
+
+def weights(pipeline_dir):
+    """The bytes of each file of the pipeline's textcat model."""
+    model = pipeline_dir / "textcat" / "model"
+    return {path.name: path.read_bytes() for path in sorted(model.iterdir())}
+
+
+def scores_and_losses(metrics):
+    """Every step's loss and every evaluation's scores, but its speed."""
+    return [
+        (r["step"], r["loss"], r.get("score"), {k: v for k, v in r.get("scores", {}).items() if k != "speed"})
+        for r in metrics["history"]
+    ]

@@ -25,7 +25,9 @@ from spacy_dekd.distill.trainer import DistillationError
 from spacy_dekd.models import TransformerClassifierShim
 
 from ..conftest import SPECIAL, VOCAB, toy_rows, write_jsonl, write_tiny_encoder
-from .conftest import ROOT, accuracy, fail_line, overrides, spacy_cli, student_config, train_classifier
+from .conftest import (
+    ROOT, accuracy, fail_line, overrides, scores_and_losses, spacy_cli, student_config, train_classifier, weights,
+)
 
 def test_distill_cli_beats_the_untrained_student(models, toy_data, tmp_path):
     cfg = student_config(tmp_path, from_pretrained=True)
@@ -160,11 +162,6 @@ def test_batches_of_one_route_nothing_to_the_assistant(models, toy_data, tmp_pat
     )
     assert metrics["steps"] == 3 and metrics["teacher_forward_passes"] == 3
     assert metrics["assistant_forward_passes"] == 0
-
-
-def weights(pipeline_dir):
-    model = pipeline_dir / "textcat" / "model"
-    return {path.name: path.read_bytes() for path in sorted(model.iterdir())}
 
 
 @pytest.mark.parametrize("dev_scores,best_is_last", [([0.7, 0.7], True), ([0.8, 0.7], False), ([0.7, 0.8], True)])
@@ -378,14 +375,6 @@ def test_evaluate_script_scores_each_pipeline_like_spacy_evaluate(models, toy_da
 
 
 # Faults: exact resume, consistent sets.
-
-
-def scores_and_losses(metrics):
-    """Every step's loss and every evaluation's scores, but its speed."""
-    return [
-        (r["step"], r["loss"], r.get("score"), {k: v for k, v in r.get("scores", {}).items() if k != "speed"})
-        for r in metrics["history"]
-    ]
 
 
 def wait_for(path, proc, poll=0.02):

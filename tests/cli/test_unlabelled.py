@@ -18,7 +18,7 @@ from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.distill.trainer import DistillationError
 
 from ..conftest import toy_rows, write_jsonl
-from .conftest import DEKD_CFG, accuracy, fail_line, overrides, spacy_cli
+from .conftest import DEKD_CFG, accuracy, fail_line, overrides, scores_and_losses, spacy_cli, weights
 
 SELECTORS = {
     "entropy": {"@dekd_selectors": "spacy-dekd.EntropySelector.v1", "ratio": 0.5},
@@ -212,6 +212,53 @@ def test_resume_keeps_what_the_rounds_answered(models, toy_data, texts, tmp_path
     assert second["query_rounds"][0] == first["query_rounds"][0]
     state = json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())
     assert state["rounds_done"] == 2
+
+
+@pytest.mark.parametrize("selector", ["entropy", "random"])
+def test_a_run_killed_in_the_middle_of_a_round_resumes_bit_identical(models, toy_data, texts, tmp_path, monkeypatch, selector):
+    # The teacher answers a round 8 texts at a time; the kill comes at its
+    # third call of the second round: the round's student pass is done and
+    # some answers are made, none saved. Dropout on, so the random states
+    # must come back too.
+    monkeypatch.setattr(frozen_module, "ANSWER_CHUNK", 8)
+    over = unlabelled_overrides(
+        toy_data, models, texts, **{"distillation.eval_frequency": 2, "distillation.dropout": 0.1}
+    )
+    cfg = config_with(tmp_path, selector=selector)
+    teacher, assistant = str(models["teacher"]), str(models["assistant"])
+    whole = distill(teacher, cfg, tmp_path / "whole", assistant_path=assistant, overrides=over)
+    assert len(whole["query_rounds"]) == 2
+
+    seen = {"round": 0, "calls": 0}
+    original_round, original_forward = loop_module.query_round, frozen_module.teacher_forward
+
+    def counted_round(run, epoch):
+        seen["round"] += 1
+        original_round(run, epoch)
+
+    def dying_forward(pipe, docs, **kwargs):
+        if seen["round"] == 2 and pipe.shim.module.n_layers == 4:
+            seen["calls"] += 1
+            if seen["calls"] == 3:
+                raise KeyboardInterrupt
+        return original_forward(pipe, docs, **kwargs)
+
+    monkeypatch.setattr(loop_module, "query_round", counted_round)
+    monkeypatch.setattr(frozen_module, "teacher_forward", dying_forward)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over)
+    assert seen["calls"] == 3
+    monkeypatch.setattr(frozen_module, "teacher_forward", original_forward)
+    seen["round"] = 0
+    steps, original_step = [], loop_module.step
+    monkeypatch.setattr(loop_module, "step", lambda run, ids, i: steps.append(i) or original_step(run, ids, i))
+    resumed = distill(teacher, cfg, tmp_path / "cut", assistant_path=assistant, overrides=over, resume=True)
+    # It went on from the last set saved before the round, and ran that round again.
+    assert seen["round"] == 1 and 0 < steps[0] < whole["steps"]
+    assert scores_and_losses(resumed) == scores_and_losses(whole)
+    assert resumed["query_rounds"] == whole["query_rounds"]
+    assert resumed["teacher_forward_passes"] == whole["teacher_forward_passes"]
+    assert weights(tmp_path / "cut" / "model-last") == weights(tmp_path / "whole" / "model-last")
 
 
 def test_a_pool_sample_scores_part_of_the_pool_within_the_budget(models, toy_data, texts, tmp_path, monkeypatch):
