@@ -13,6 +13,7 @@ from torch import nn
 from ..models.pytorch import ClassifierOutput
 from ..registry import registry
 from .losses import LayerAlignmentLoss, TeacherAssistantLoss
+from .selectors import joined
 from .types import ChunkSelector, InstanceSelector, Logits, LossFn, LossTerms, QueryPlan, Router, TeacherOutput
 
 
@@ -89,7 +90,8 @@ class Selection:
             the teacher and for the assistant, each ascending.
         """
         if student_logits is None:
-            chunks: Iterable[torch.Tensor] = [torch.zeros((n, 2))]
+            # A view of one row: no memory a candidate.
+            chunks: Iterable[torch.Tensor] = [torch.zeros((1, 2)).expand(n, 2)]
         elif isinstance(student_logits, torch.Tensor):
             chunks = [student_logits.detach()]
         else:
@@ -98,7 +100,7 @@ class Selection:
         if isinstance(self.selector, ChunkSelector):
             selected, logits = self.selector.select_chunks(chunks, k, multilabel=multilabel)
         else:
-            all_logits = torch.cat(list(chunks))
+            all_logits = joined(chunks)
             selected = self.selector(all_logits, multilabel=multilabel, k=k)
             logits = all_logits[selected]
         to_teacher, to_assistant = self.router(logits, multilabel=multilabel)

@@ -113,6 +113,12 @@ class RunningTopK:
         return self.index, self.rows
 
 
+def joined(chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Chunks of rows as one tensor; a single chunk as it is (not copied)."""
+    chunks = list(chunks)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
 def check_ratio(ratio: float) -> None:
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"The selection ratio must be in (0, 1], got {ratio}.")
@@ -148,7 +154,7 @@ class RatioSelector:
         indices and their logits. This one joins the chunks and picks;
         a selector that scores rows one by one keeps a running top k instead.
         """
-        logits = torch.cat(list(chunks))
+        logits = joined(chunks)
         selected = self.pick(logits, min(k, logits.shape[0]), multilabel=multilabel)
         return selected, logits[selected]
 

@@ -8,6 +8,7 @@ from spacy_dekd.distill.selectors import (
     RunningTopK,
     entropy_score,
     hidden_layer_scores,
+    joined,
     least_confidence_score,
     make_assistant_only_router_v1,
     make_entropy_layer_selector_v1,
@@ -189,3 +190,14 @@ def test_a_selector_without_chunks_sees_them_joined():
     whole = make_random_selector_v1(0.5, seed=3)(logits, k=20)
     kept, rows = make_random_selector_v1(0.5, seed=3).select_chunks(logits.split(9), 20)
     assert torch.equal(kept, whole) and torch.equal(rows, logits[whole])
+
+
+def test_a_selector_that_reads_no_logits_draws_over_a_view_of_one_row():
+    # A round hands such a selector a view of one row of zeros: the same draw
+    # as over dense zeros, with no tensor of n rows made to stand in.
+    n = 1000
+    view = torch.zeros((1, 2)).expand(n, 2)
+    assert joined([view]) is view
+    kept, rows = make_random_selector_v1(0.5, seed=3).select_chunks([view], 20)
+    dense = make_random_selector_v1(0.5, seed=3).select_chunks([torch.zeros((n, 2))], 20)
+    assert torch.equal(kept, dense[0]) and rows.shape == (20, 2)
