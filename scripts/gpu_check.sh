@@ -1,42 +1,121 @@
 #!/usr/bin/env bash
-# The `distill` workflow on a GPU (its defaults: 800 labelled sentences, the
-# other 8,268 unlabelled, a MiniLM student), each step timed.
+# The `distill` workflow on a GPU, each step timed; then, while its time
+# lasts, the rivals and the students of the pool issue over 3 seeds: the
+# MiniLM fine-tuned on the labels alone, the default student, and students
+# from the sentences and 4 variants of each (44,382 texts) under
+# POOL_BUDGET (0.5: about 22,600 teacher answers).
 #
 # For a GPU machine that has torch and transformers but no spaCy and no
-# network. Carry along:
-#   .whl/    wheels of spacy, thinc and their pure deps, datasets, the [onnx]
-#            extra (onnx, onnx_ir, onnxscript, onnxruntime, ml_dtypes) and
-#            spacy_dekd (python -m pip wheel --no-deps -w .whl .)
-#   assets/  all-mpnet-base-v2/, all-MiniLM-L6-v2/ and movies/ from scripts/fetch_assets.py
-# Run from the repository root:  bash scripts/gpu_check.sh
-# On two GPUs or more it also times torchrun with 1 and 2 processes.
-set -euo pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+# network, with at most 64 MiB carried a call. What it needs lies in .dev/
+# (git-ignored), made here:
+#   .dev/site.tar.xz  spaCy, thinc, datasets and their pure deps, unzipped
+#                     from wheels for its Python (pip download --no-deps
+#                     --only-binary=:all: --python-version 3.12 ...), the
+#                     .so files stripped, plus spacy_dekd's dist-info (its
+#                     entry points; the code itself is the working tree)
+#   .dev/mpnet/, .dev/minilm/   python scripts/pack_for_device.py pack ...
+#                     (MPNet as int8 rows, ~110 MB in two parts; MiniLM in
+#                     float16): they travel over several calls to a warm
+#                     machine, then unpack to float32 there
+#   .dev/movies.txt   assets/movies/movieReviewSnippets_GroundTruth.txt
+#   .dev/variants.txt corpus/movies/pool4/variants.txt (scripts/augment_text.py)
+# Run from the repository root:  bash scripts/gpu_check.sh [SECONDS]
+# (SECONDS: when to stop starting steps; 540 by default)
+# Figures go to $OUT (or /tmp/gpu_check): gpu_check.txt, and logs.tar.gz
+# with a log a step and the metrics.
+set -uo pipefail
+DEADLINE=$(( $(date +%s) + ${1:-540} ))
+OUT=${OUT:-/tmp/gpu_check}
+POOL_BUDGET=${POOL_BUDGET:-0.5}
+LOGS=/tmp/gpu_check_logs
+mkdir -p "$OUT" "$LOGS"
+trap 'cp metrics/*.json "$LOGS/" 2>/dev/null; tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .' EXIT
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+
+say() { echo "$*" | tee -a "$OUT/gpu_check.txt"; }
+left() { echo $(( DEADLINE - $(date +%s) )); }
+# step NAME COMMAND...: run it within the time left, log it, say how long it took.
+step() {
+  local name=$1; shift
+  local start; start=$(date +%s%N)
+  if [ "$(left)" -le 10 ]; then say "$name: skipped, out of time"; return 1; fi
+  if timeout "$(left)" "$@" > "$LOGS/$name.log" 2>&1; then
+    say "$(printf '%-24s %7.1f s' "$name" "$(( ($(date +%s%N) - start) / 1000000 ))e-3")"
+  else
+    say "$name: FAILED (exit $?)"; tail -5 "$LOGS/$name.log" | tee -a "$OUT/gpu_check.txt"; return 1
+  fi
+}
+
+if [ -f .dev/site.tar.xz ] && [ ! -d /tmp/site/spacy ]; then
+  mkdir -p /tmp/site && tar -xJf .dev/site.tar.xz -C /tmp/site
 fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -c "import torch, transformers, spacy, spacy_dekd; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__, '| spacy', spacy.__version__)"
-VARS="--vars.gpu_id 0"
-for step in corpus teacher assistant student quantize evaluate benchmark; do
-  start=$(date +%s.%N)
-  python3 -m spacy project run "$step" . $VARS > "/tmp/gpu_check_$step.log" 2>&1 || { tail -20 "/tmp/gpu_check_$step.log"; exit 1; }
-  printf '%-10s %6.1fs\n' "$step" "$(echo "$(date +%s.%N) - $start" | bc)"
+export PYTHONPATH="$PWD:/tmp/site"
+# `python` for the project's commands: the python3 that has torch (a wrapper, not
+# a link, so that it keeps its virtual environment).
+mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python
+chmod +x /tmp/bin/python && export PATH="/tmp/bin:$PATH"
+for pair in mpnet:all-mpnet-base-v2 minilm:all-MiniLM-L6-v2; do
+  if [ -d ".dev/${pair%%:*}" ] && [ ! -f "assets/${pair#*:}/model.safetensors" ]; then
+    python scripts/pack_for_device.py unpack ".dev/${pair%%:*}" "assets/${pair#*:}" > /dev/null || exit 1
+  fi
 done
-python3 - <<'PY'
+if [ -f .dev/movies.txt ]; then mkdir -p assets/movies && cp .dev/movies.txt assets/movies/movieReviewSnippets_GroundTruth.txt; fi
+python -c "import torch, transformers, spacy, spacy_dekd; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__, '| spacy', spacy.__version__)" | tee -a "$OUT/gpu_check.txt" || exit 1
+
+# The GPU tests (tiny models) first, unless told they ran: GPU_TESTS=0.
+if [ "${GPU_TESTS:-1}" = 1 ]; then
+  step gpu-tests python -m pytest -q -p no:cacheprovider tests/cli/test_gpu.py || exit 1
+fi
+
+# The workflow's steps (quantize is ONNX Runtime on the CPU: not a GPU check).
+GPU="--vars.gpu_id 0"
+for name in corpus teacher assistant student; do
+  step "$name" python -m spacy project run "$name" . $GPU || exit 1
+done
+step evaluate python scripts/evaluate.py corpus/movies/test.spacy metrics \
+  teacher=training/teacher/model-best student=training/student/model-best --gpu-id 0 || exit 1
+step benchmark python scripts/benchmark.py corpus/movies/test.spacy teacher=training/teacher/model-best \
+  student=training/student/model-best --gpu-id 0 --repeats 2 --output metrics/benchmark.json
+python - <<'PY' | tee -a "$OUT/gpu_check.txt"
 import json
-for name in ("teacher", "assistant", "student", "student-int8"):
-    scores = json.load(open(f"metrics/{name}.json"))
-    print(f"{name:10s} test accuracy {100 * scores['cats_accuracy']:.2f}")
-bench = json.load(open("metrics/benchmark.json"))["results"]
-for name, r in bench.items():
+for name in ("teacher", "student"):
+    print(f"{name:10s} test accuracy {100 * json.load(open(f'metrics/{name}.json'))['cats_accuracy']:.1f}")
+for name, r in json.load(open("metrics/benchmark.json"))["results"].items():
     print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
 PY
-# Data-parallel distillation (torchrun, nccl) where the machine has two GPUs or more.
-n_gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
-if [ "$n_gpus" -ge 2 ]; then
-  python3 scripts/bench_parallel.py training/teacher/model-best configs/dekd_minilm.cfg \
-    --nproc 1 2 --steps 20 --repeats 2 --gpu-id 0
-else
-  echo "one GPU: the data-parallel check needs two"
+
+# The pool issue: no teacher, the pool of variants, the default student's other seeds.
+DISTILL="python -m spacy distill training/teacher/model-best configs/dekd_minilm.cfg --gpu-id 0 --components.textcat.model.max_length 0"
+for seed in 0 1 2; do
+  step "no-teacher-s$seed" python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s$seed \
+    --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed
+done
+step evaluate-no-teacher python scripts/evaluate.py corpus/movies/test.spacy metrics \
+  no-teacher-s0?=training/no_teacher/s0/model-best no-teacher-s1?=training/no_teacher/s1/model-best \
+  no-teacher-s2?=training/no_teacher/s2/model-best --gpu-id 0
+if [ -f .dev/variants.txt ]; then
+  mkdir -p corpus/movies/pool4 && cp .dev/variants.txt corpus/movies/pool4/ && cp corpus/movies/unlabeled.txt corpus/movies/pool4/
+  for seed in 0 1 2; do
+    step "pool4-s$seed" $DISTILL --output training/pool4/s$seed --system.seed $seed \
+      --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &&
+    step "evaluate-pool4-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
+      pool4-s$seed=training/pool4/s$seed/model-best --gpu-id 0
+  done
 fi
+for seed in 1 2; do
+  step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &&
+  step "evaluate-student-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
+    student-s$seed=training/student_s$seed/model-best --gpu-id 0
+done
+python - <<'PY' | tee -a "$OUT/gpu_check.txt"
+import glob, json, os
+for path in sorted(glob.glob("metrics/*.json")):
+    name = os.path.basename(path)[:-5]
+    data = json.load(open(path))
+    if "cats_accuracy" in data:
+        print(f"{name:16s} test accuracy {100 * data['cats_accuracy']:.1f}")
+for path in sorted(glob.glob("training/*/metrics.json") + glob.glob("training/*/*/metrics.json")):
+    m = json.load(open(path))
+    if "teacher_forward_passes" in m:
+        print(f"{path:40s} teacher answers {m['teacher_forward_passes']}, steps {m['steps']}")
+PY
