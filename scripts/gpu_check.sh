@@ -8,17 +8,24 @@
 # For a GPU machine that has torch and transformers but no spaCy and no
 # network, with at most 64 MiB carried a call. What it needs lies in .dev/
 # (git-ignored), made here:
-#   .dev/site.tar.xz  spaCy, thinc, datasets and their pure deps, unzipped
-#                     from wheels for its Python (pip download --no-deps
-#                     --only-binary=:all: --python-version 3.12 ...), the
-#                     .so files stripped, plus spacy_dekd's dist-info (its
-#                     entry points; the code itself is the working tree)
+#   .dev/site.tar.xz  spaCy, thinc, datasets, pydantic and the other packages
+#                     that machine lacks, unzipped from wheels for its Python
+#                     (pip download --no-deps --only-binary=:all:
+#                     --python-version 3.12 ...), the .so files stripped, the
+#                     packages' tests dropped (spaCy's languages kept: spaCy
+#                     imports them all), plus spacy_dekd's dist-info (its entry
+#                     points; the code itself is the working tree): 13 MB
 #   .dev/mpnet/, .dev/minilm/   python scripts/pack_for_device.py pack ...
-#                     (MPNet as int8 rows, ~110 MB in two parts; MiniLM in
-#                     float16): they travel over several calls to a warm
-#                     machine, then unpack to float32 there
+#                     (MPNet as int8 rows, 110 MB in two parts; MiniLM in
+#                     float16, 46 MB)
 #   .dev/movies.txt   assets/movies/movieReviewSnippets_GroundTruth.txt
 #   .dev/variants.txt corpus/movies/pool4/variants.txt (scripts/augment_text.py)
+# A carried path is gone at the next call; what a command writes stays while
+# the machine is warm. So three calls, each within 30 s of the last:
+#   1. carry .dev/site.tar.xz .dev/minilm: unpack them (tar -xJf ... -C
+#      /tmp/site; pack_for_device.py unpack .dev/minilm assets/all-MiniLM-L6-v2)
+#   2. carry .dev/mpnet (its first part): cp -r .dev/mpnet /tmp/mpnet
+#   3. carry .dev/mpnet_part1 .dev/movies.txt .dev/variants.txt: this script
 # Run from the repository root:  bash scripts/gpu_check.sh [SECONDS]
 # (SECONDS: when to stop starting steps; 540 by default)
 # Figures go to $OUT (or /tmp/gpu_check): gpu_check.txt, and logs.tar.gz
@@ -54,6 +61,9 @@ export PYTHONPATH="$PWD:/tmp/site"
 # a link, so that it keeps its virtual environment).
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python
 chmod +x /tmp/bin/python && export PATH="/tmp/bin:$PATH"
+if [ -d /tmp/mpnet ] && [ -d .dev/mpnet_part1 ] && [ ! -d .dev/mpnet ]; then
+  mkdir -p .dev/mpnet && cp /tmp/mpnet/* .dev/mpnet_part1/* .dev/mpnet/
+fi
 for pair in mpnet:all-mpnet-base-v2 minilm:all-MiniLM-L6-v2; do
   if [ -d ".dev/${pair%%:*}" ] && [ ! -f "assets/${pair#*:}/model.safetensors" ]; then
     python scripts/pack_for_device.py unpack ".dev/${pair%%:*}" "assets/${pair#*:}" > /dev/null || exit 1
