@@ -156,6 +156,7 @@ def query_round(run: Run, epoch: int) -> None:
         logits = predict(run, run.examples.docs(candidates.numpy()))  # ids as an array: 8 bytes each
     # A selector that scores rows one by one keeps a running top k of the chunks.
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
+    # The selection is on the student's device, the candidate ids on the CPU.
     teacher_ids, assistant_ids = candidates[to_teacher.cpu()], candidates[to_assistant.cpu()]
     like = torch.zeros((0, len(run.pipe.labels)))
     run.teacher.answer(run.examples, teacher_ids, torch.arange(teacher_ids.numel()), like, run.world)
