@@ -8,16 +8,13 @@
 # For a GPU machine that has torch and transformers but no spaCy and no
 # network, with at most 64 MiB carried a call. What it needs lies in .dev/
 # (git-ignored), made here:
-#   .dev/site.tar.xz  spaCy, thinc, datasets, pydantic and the other packages
-#                     that machine lacks, unzipped from wheels for its Python
-#                     (pip download --no-deps --only-binary=:all:
-#                     --python-version 3.12 ...), the .so files stripped, the
-#                     packages' tests dropped (spaCy's languages kept: spaCy
-#                     imports them all), plus spacy_dekd's dist-info (its entry
-#                     points; the code itself is the working tree): 13 MB
+#   .dev/site.tar.xz  python scripts/pack_for_device.py site .dev/site.tar.xz:
+#                     spaCy, thinc, datasets, pydantic and the other packages
+#                     that machine lacks, for its Python, with spacy_dekd's
+#                     entry points (13 MB)
 #   .dev/mpnet/, .dev/minilm/   python scripts/pack_for_device.py pack ...
-#                     (MPNet as int8 rows, 110 MB in two parts; MiniLM in
-#                     float16, 46 MB)
+#                     (MPNet as int8 rows, 110 MB in two parts, the second
+#                     moved to .dev/mpnet_part1/; MiniLM in float16, 46 MB)
 #   .dev/movies.txt   assets/movies/movieReviewSnippets_GroundTruth.txt
 #   .dev/variants.txt corpus/movies/pool4/variants.txt (scripts/augment_text.py)
 # A carried path is gone at the next call; what a command writes stays while

@@ -1,25 +1,49 @@
-"""Encoders small enough to carry to a GPU machine that has no network, and
-back to float32 there.
+"""Encoders and packages small enough to carry to a GPU machine that has no
+network (scripts/gpu_check.sh), and the encoders back to float32 there.
 
-    python scripts/pack_for_device.py pack assets/all-mpnet-base-v2 .dev/mpnet --int8 --part-mb 60
-    python scripts/pack_for_device.py unpack .dev/mpnet assets/all-mpnet-base-v2
+    python scripts/pack_for_device.py pack assets/all-mpnet-base-v2 .dev/mpnet --int8 --part-mb 58
+    python scripts/pack_for_device.py pack assets/all-MiniLM-L6-v2 .dev/minilm
+    python scripts/pack_for_device.py site .dev/site.tar.xz --python-version 3.12
+    python scripts/pack_for_device.py unpack .dev/mpnet assets/all-mpnet-base-v2   # there
 
 `pack` writes the encoder's small files (config, tokenizer) as they are and
 its weights in parts of at most --part-mb: float16, or with --int8 each
 matrix as int8 rows with one float16 scale a row (symmetric, round to
 nearest: a quarter of float32's bytes; vectors stay float16). `unpack`
 writes a folder `from_pretrained` reads, every weight float32 again.
+
+`site` downloads the wheels (for that machine's Python, at the versions
+installed here) of the packages its image lacks, unzips them into one folder
+with spacy_dekd's dist-info (its entry points: the code itself is the
+working tree there), strips the shared libraries and drops the packages'
+tests, and writes the folder as a .tar.xz (13 MB) to unpack onto PYTHONPATH.
+It needs the registry; `pack` and `unpack` need nothing.
 """
 import argparse
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
+import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 from safetensors.torch import load_file, save_file
 
+ROOT = Path(__file__).parent.parent
 WEIGHTS = "model.safetensors"
+# What the H200 machines' image lacks of spaCy's and datasets' requirements
+# (device KINDS.md lists what it has).
+SITE_PACKAGES = [
+    "spacy", "thinc", "blis", "cymem", "preshed", "murmurhash", "srsly", "catalogue", "confection",
+    "wasabi", "weasel", "spacy-legacy", "spacy-loggers", "cloudpathlib", "smart-open", "datasets",
+    "dill", "multiprocess", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+]
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
+             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 SCALE = ".__row_scale__"
 
 
@@ -67,15 +91,46 @@ def unpack(source: Path, target: Path) -> None:
     print(f"{source} -> {target}: {len(weights)} float32 tensors")
 
 
+def site(target: Path, python_version: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels, root = Path(tmp) / "wheels", Path(tmp) / "site"
+        pins = [f"{name}=={metadata.version(name)}" for name in SITE_PACKAGES]
+        platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+        pip = [sys.executable, "-m", "pip", "-q"]
+        subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", python_version,
+                        "--implementation", "cp", *platforms, "-d", str(wheels), *pins], check=True)
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)], check=True)
+        for wheel in wheels.glob("*.whl"):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(root, [n for n in archive.namelist() if not n.startswith("spacy_dekd/")])
+        if shutil.which("strip"):
+            for library in root.rglob("*.so"):
+                subprocess.run(["strip", "--strip-unneeded", str(library)], check=True)
+        for package in ("spacy", "thinc", "blis"):
+            shutil.rmtree(root / package / "tests", ignore_errors=True)
+        for pattern in ("*.pyx", "*.pxd", "*.cpp", "*.h"):
+            for path in root.rglob(pattern):
+                path.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(target, "w:xz") as tar:
+            tar.add(root, arcname=".")
+    print(f"{len(pins)} packages and spacy_dekd's entry points -> {target}")
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["pack", "unpack"])
-    parser.add_argument("source", type=Path)
-    parser.add_argument("target", type=Path)
+    parser.add_argument("action", choices=["pack", "unpack", "site"])
+    parser.add_argument("source", type=Path, help="pack, unpack: the encoder's folder; site: the .tar.xz to write")
+    parser.add_argument("target", type=Path, nargs="?")
     parser.add_argument("--int8", action="store_true", help="pack: matrices as int8 rows")
     parser.add_argument("--part-mb", type=float, default=60.0, help="pack: the largest part")
+    parser.add_argument("--python-version", default="3.12", help="site: that machine's Python")
     args = parser.parse_args(argv)
-    if args.action == "pack":
+    if args.action == "site":
+        site(args.source, args.python_version)
+    elif args.target is None:
+        parser.error(f"{args.action} needs a target folder")
+    elif args.action == "pack":
         pack(args.source, args.target, int8=args.int8, part_mb=args.part_mb)
     else:
         unpack(args.source, args.target)
