@@ -23,7 +23,7 @@
 #      /tmp/site; pack_for_device.py unpack .dev/minilm assets/all-MiniLM-L6-v2)
 #   2. carry .dev/mpnet (its first part): cp -r .dev/mpnet /tmp/mpnet
 #   3. carry .dev/mpnet_part1 .dev/movies.txt .dev/variants.txt: this script
-# Run from the repository root:  bash scripts/gpu_check.sh [SECONDS]
+# Run from the repository root:  [PARTS="pool"] bash scripts/gpu_check.sh [SECONDS]
 # (SECONDS: when to stop starting steps; 540 by default)
 # Figures go to $OUT (or /tmp/gpu_check): gpu_check.txt, and logs.tar.gz
 # with a log a step and the metrics.
@@ -91,28 +91,39 @@ for name, r in json.load(open("metrics/benchmark.json"))["results"].items():
     print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
 PY
 
-# The pool issue: no teacher, the pool of variants, the default student's other seeds.
+# The pool issue, in the order PARTS names them (all three when unset; none
+# when empty, so that a call can stop after the workflow):
+#   no-teacher  the MiniLM fine-tuned on the labels alone (no teacher: one
+#               run serves every teacher), seeds 0-2
+#   pool        students from the sentences and 4 variants each, seeds 0-2
+#   seeds       the default student's seeds 1 and 2
 DISTILL="python -m spacy distill training/teacher/model-best configs/dekd_minilm.cfg --gpu-id 0 --components.textcat.model.max_length 0"
-for seed in 0 1 2; do
-  step "no-teacher-s$seed" python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s$seed \
-    --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed
-done
-step evaluate-no-teacher python scripts/evaluate.py corpus/movies/test.spacy metrics \
-  no-teacher-s0?=training/no_teacher/s0/model-best no-teacher-s1?=training/no_teacher/s1/model-best \
-  no-teacher-s2?=training/no_teacher/s2/model-best --gpu-id 0
-if [ -f .dev/variants.txt ]; then
-  mkdir -p corpus/movies/pool4 && cp .dev/variants.txt corpus/movies/pool4/ && cp corpus/movies/unlabeled.txt corpus/movies/pool4/
-  for seed in 0 1 2; do
-    step "pool4-s$seed" $DISTILL --output training/pool4/s$seed --system.seed $seed \
-      --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &&
-    step "evaluate-pool4-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
-      pool4-s$seed=training/pool4/s$seed/model-best --gpu-id 0
-  done
-fi
-for seed in 1 2; do
-  step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &&
-  step "evaluate-student-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
-    student-s$seed=training/student_s$seed/model-best --gpu-id 0
+for part in ${PARTS-no-teacher pool seeds}; do
+  case $part in
+    no-teacher)
+      for seed in 0 1 2; do
+        step "no-teacher-s$seed" python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s$seed \
+          --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed
+      done
+      step evaluate-no-teacher python scripts/evaluate.py corpus/movies/test.spacy metrics \
+        no-teacher-s0?=training/no_teacher/s0/model-best no-teacher-s1?=training/no_teacher/s1/model-best \
+        no-teacher-s2?=training/no_teacher/s2/model-best --gpu-id 0 ;;
+    pool)
+      mkdir -p corpus/movies/pool4 && cp .dev/variants.txt corpus/movies/unlabeled.txt corpus/movies/pool4/ || continue
+      for seed in 0 1 2; do
+        step "pool4-s$seed" $DISTILL --output training/pool4/s$seed --system.seed $seed \
+          --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &&
+        step "evaluate-pool4-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
+          pool4-s$seed=training/pool4/s$seed/model-best --gpu-id 0
+      done ;;
+    seeds)
+      for seed in 1 2; do
+        step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &&
+        step "evaluate-student-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
+          student-s$seed=training/student_s$seed/model-best --gpu-id 0
+      done ;;
+    *) say "PARTS: no part '$part' (no-teacher, pool, seeds)" ;;
+  esac
 done
 python - <<'PY' | tee -a "$OUT/gpu_check.txt"
 import glob, json, os
