@@ -56,7 +56,7 @@ def quantize_rows(weight: torch.Tensor) -> Dict[str, torch.Tensor]:
 def pack(source: Path, target: Path, *, int8: bool, part_mb: float) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
-        if path.is_file() and path.name != WEIGHTS and path.suffix != ".md":
+        if path.is_file() and path.name != WEIGHTS and path.suffix != ".md" and not path.name.startswith("."):
             shutil.copyfile(path, target / path.name)
     parts: List[Dict[str, torch.Tensor]] = [{}]
     size = 0
