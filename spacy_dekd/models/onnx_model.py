@@ -29,8 +29,9 @@ from .pytorch import ClassifierOutput, TransformerClassifier, uses_token_types
 ONNX_NAME = "model.onnx"
 OPSET = 18
 # What quantize_dynamic turns to int8: the weights of every matrix product
-# and the embedding tables (kept in float32 these are half of a MiniLM-L6).
-QUANTIZED_OPS = ["MatMul", "Gemm", "Gather"]
+# and the embedding tables (kept in float32 these are half of a MiniLM-L6),
+# in the plain graph or as the CPU fusions hold them.
+QUANTIZED_OPS = ["MatMul", "Gemm", "Gather", "Attention", "EmbedLayerNormalization"]
 # Texts of several lengths: the export traces with some, checks with others.
 _EXAMPLE_TEXTS = ["a fine film", "the plot is thin , and the acting is not much better", "dull", "a long , slow and rather pointless story"]
 _CHECK_TEXTS = ["an actor", "it is good", "x", "what a movie , start to end : every scene works and the cast is great", "bad", "so so"]
@@ -54,7 +55,10 @@ def input_names(module: TransformerClassifier) -> List[str]:
 
 
 class _Logits(torch.nn.Module):
-    """The classifier with tensors in and logits out, as the graph has it."""
+    """The classifier with tensors in and logits out, as the graph has it.
+    Export it in eval mode: the TorchScript exporter gives the module back
+    in the mode it found the wrapper in.
+    """
 
     def __init__(self, module: TransformerClassifier) -> None:
         super().__init__()
@@ -80,9 +84,9 @@ def export_onnx(shim: Any, path: Path, *, atol: float = 1e-4) -> float:
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamic = {name: {0: batch, 1: sequence} for name in names}
     try:
-        with _quiet_exporter():
+        with _quiet("torch.onnx"):
             torch.onnx.export(
-                _Logits(module), tuple(example[n] for n in names), str(path), input_names=names,
+                _Logits(module).eval(), tuple(example[n] for n in names), str(path), input_names=names,
                 output_names=["logits"], dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
                 external_data=False, verbose=False,
             )
@@ -90,22 +94,68 @@ def export_onnx(shim: Any, path: Path, *, atol: float = 1e-4) -> float:
         raise OnnxError(
             f"Cannot export the {type(module.encoder).__name__} encoder to ONNX: {_first_line(err)}"
         ) from err
-    check = _batch(shim, _CHECK_TEXTS, names)
-    with torch.inference_mode():
-        expected = module(*(check[n] for n in names)).logits.numpy()
-    got = session(path.read_bytes()).run(["logits"], {n: check[n].numpy() for n in names})[0]
-    diff = float(numpy.abs(got - expected).max())
+    diff = _diff_from_torch(shim, module, path.read_bytes())
     if diff > atol:
         raise OnnxError(f"The ONNX export differs from torch by {diff:.2g} in a logit (more than {atol:g}): not written.")
     return diff
 
 
+def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> bool:
+    """Write the classifier as ONNX Runtime's transformer optimizer fuses it
+    for the CPU: each layer's attention one `Attention` op (which int8
+    quantisation takes as one matrix product for Q, K and V, and whose
+    masking and softmax run inside it), the embeddings with their LayerNorm,
+    bias with GELU, residual with LayerNorm. The optimizer's patterns match
+    the graph that torch's TorchScript exporter writes of eager attention,
+    not the dynamo exporter's, so this one exports that way.
+
+    shim (TransformerClassifierShim): A trained classifier.
+    path (Path): The .onnx file to write.
+    atol (float): The largest logit difference from torch accepted.
+    RETURNS (bool): Whether it wrote a graph with every layer's attention
+        fused and within atol of torch. Where not (an encoder whose layers
+        the optimizer does not know), nothing is written: the plain export
+        serves.
+    """
+    require_onnx(export=True)
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    module = copy.deepcopy(shim.module).float().cpu().eval()
+    config = module.encoder.config
+    names = input_names(module)
+    example = _batch(shim, _EXAMPLE_TEXTS, names)
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names + ["logits"]}
+    dynamic["logits"] = {0: "batch"}
+    with tempfile.TemporaryDirectory() as tmp, _quiet("torch.onnx", "onnxruntime.transformers"):
+        traced = Path(tmp) / "traced.onnx"
+        try:
+            module.encoder.set_attn_implementation("eager")
+            torch.onnx.export(
+                _Logits(module).eval(), tuple(example[n] for n in names), str(traced), input_names=names,
+                output_names=["logits"], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+            )
+            fused = optimize_model(
+                str(traced), model_type="bert", num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size), opt_level=0,
+            )
+        except Exception:  # an encoder either step cannot take: the plain export serves
+            return False
+        if sum(node.op_type == "Attention" for node in fused.model.graph.node) != module.n_layers:
+            return False
+        data = fused.model.SerializeToString()
+    if _diff_from_torch(shim, module, data) > atol:
+        return False
+    path.write_bytes(data)
+    return True
+
+
 def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> None:
     """Dynamic int8 quantisation with ONNX Runtime: int8 weights for every
     op in `QUANTIZED_OPS` (per output channel by default), activations
-    quantised on the fly.
+    quantised on the fly. The source is a plain or a fused export.
     """
     require_onnx(export=True)
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -115,6 +165,8 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> No
         quantize_dynamic(
             str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
             op_types_to_quantize=QUANTIZED_OPS,
+            # Shape inference leaves the outputs of fused ops untyped: they are float32.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 
@@ -140,20 +192,34 @@ def _batch(shim: Any, texts: Sequence[str], names: List[str]) -> Dict[str, torch
     return {k: padded[k].long() for k in names}
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter's notes on its own internals (warnings, log lines and
-    progress on stdout) kept off the user's terminal; errors still raise.
+def _diff_from_torch(shim: Any, module: TransformerClassifier, model: bytes) -> float:
+    """The largest logit difference of a graph from torch, on texts of other
+    lengths and another batch size than the export traced.
     """
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    names = input_names(module)
+    check = _batch(shim, _CHECK_TEXTS, names)
+    with torch.inference_mode():
+        expected = module(*(check[n] for n in names)).logits.numpy()
+    got = session(model).run(["logits"], {n: check[n].numpy() for n in names})[0]
+    return float(numpy.abs(got - expected).max())
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """The exporters' and optimizer's notes on their own internals (warnings,
+    log lines and progress on stdout) kept off the user's terminal; errors
+    still raise.
+    """
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _first_line(err: Exception) -> str:

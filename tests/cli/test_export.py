@@ -34,6 +34,10 @@ def texts(toy_data):
     return [json.loads(line)["text"] for line in toy_data["dev"].read_text().splitlines()]
 
 
+def is_bert(path):
+    return spacy.load(path).get_pipe("textcat").shim.module.encoder.config.model_type == "bert"
+
+
 def torch_logits(path, batch):
     nlp = spacy.load(path)
     pipe = nlp.get_pipe("textcat")
@@ -78,26 +82,67 @@ def test_hf_export_without_trust_remote_code_refuses_to_load(pipeline, tmp_path)
 
 
 def test_onnx_export_equals_torch_at_any_batch_and_length(pipeline, toy_data, tmp_path):
-    import onnxruntime
     from transformers import AutoTokenizer
 
     out = tmp_path / "onnx"
     info = textcat_export(str(pipeline), out, fmt="onnx")
     assert info["max_abs_diff"] <= 1e-4
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    names = [i.name for i in session.get_inputs()]
     for batch in (texts(toy_data)[:1], texts(toy_data)[:17]):
-        encoded = tokenizer(batch, padding=True, truncation=True, max_length=32, return_tensors="np")
-        feed = {n: encoded[n] if n in encoded else numpy.zeros_like(encoded["input_ids"]) for n in names}
-        got = session.run(["logits"], {n: v.astype(numpy.int64) for n, v in feed.items()})[0]
+        got = onnx_logits(str(out / "model.onnx"), tokenizer, batch)
         assert float(numpy.abs(got - torch_logits(pipeline, batch).numpy()).max()) <= 1e-4
+
+
+def onnx_logits(model, tokenizer, batch):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model)
+    names = [i.name for i in session.get_inputs()]
+    encoded = tokenizer(batch, padding=True, truncation=True, max_length=32, return_tensors="np")
+    feed = {n: encoded[n] if n in encoded else numpy.zeros_like(encoded["input_ids"]) for n in names}
+    return session.run(["logits"], {n: v.astype(numpy.int64) for n, v in feed.items()})[0]
+
+
+def test_the_fused_graph_equals_torch_where_attention_fuses(pipeline, toy_data, tmp_path):
+    """BERT's layers fuse (one Attention op a layer); MPNet's relative
+    attention does not, and then nothing is written: the plain export serves.
+    """
+    import onnx
+
+    pipe = spacy.load(pipeline).get_pipe("textcat")
+    path = tmp_path / "fused.onnx"
+    fused = onnx_model.export_fused(pipe.shim, path)
+    assert fused == is_bert(pipeline)
+    if not fused:
+        assert not path.exists()
+        return
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("Attention") == pipe.shim.module.n_layers and "EmbedLayerNormalization" in ops
+    for batch in (texts(toy_data)[:1], texts(toy_data)[:17], ["good " * 40, "bad"]):
+        got = onnx_logits(str(path), pipe.shim.tokenizer, batch)
+        assert float(numpy.abs(got - torch_logits(pipeline, batch).numpy()).max()) <= 1e-4
+
+
+def test_a_graph_the_optimizer_cannot_fuse_falls_back_to_the_plain_export(pipeline, tmp_path, monkeypatch):
+    from onnxruntime.transformers import optimizer
+
+    def unknown(*args, **kwargs):
+        raise NotImplementedError("no fusion for this encoder")
+
+    monkeypatch.setattr(optimizer, "optimize_model", unknown)
+    pipe = spacy.load(pipeline).get_pipe("textcat")
+    assert not onnx_model.export_fused(pipe.shim, tmp_path / "fused.onnx")
+    assert list(tmp_path.iterdir()) == []
+    info = textcat_quantize(str(pipeline), tmp_path / "int8", threads=1)
+    assert info["graph"] == "plain"
+    assert json.loads((tmp_path / "int8" / "textcat" / "model" / "classifier.json").read_text())["graph"] == "plain"
 
 
 def test_the_int8_pipeline_loads_runs_saves_and_agrees(pipeline, toy_data, tmp_path):
     out = tmp_path / "int8"
     info = textcat_quantize(str(pipeline), out, threads=1)
     assert info["max_abs_diff_fp32"] <= 1e-4
+    assert info["graph"] == ("fused" if is_bert(pipeline) else "plain")
     nlp = spacy.load(out)
     pipe = nlp.get_pipe("textcat")
     assert nlp.config["components"]["textcat"]["model"]["@architectures"] == "spacy-dekd.OnnxTransformerClassifier.v1"
