@@ -201,7 +201,11 @@ def textcat_quantize(
         fp32 = tmp / "fp32.onnx"
         diff = export_onnx(pipe.shim, fp32)
         fused = tmp / "fused.onnx"
-        graph = "fused" if export_fused(pipe.shim, fused) else "plain"
+        try:
+            export_fused(pipe.shim, fused)
+            graph, why_plain = "fused", ""
+        except OnnxError as err:
+            graph, why_plain = "plain", f" ({err})"
         quantize_int8(fused if graph == "fused" else fp32, model_dir / ONNX_NAME, per_channel=per_channel)
         fp32.unlink()
         fused.unlink(missing_ok=True)
@@ -220,7 +224,7 @@ def textcat_quantize(
     msg.good(f"Wrote the int8 pipeline to {output}")
     msg.text(
         f"'{name}': {fp32_size / 1e6:.1f} MB -> {int8_size / 1e6:.1f} MB ({int8_size / fp32_size:.2f}x); "
-        f"fp32 export within {diff:.2g} of torch; {graph} graph quantised; "
+        f"fp32 export within {diff:.2g} of torch; {graph} graph quantised{why_plain}; "
         f"int8 argmax agrees with torch on {100 * agreement:.0f} % of the check texts"
     )
     return info

@@ -100,7 +100,7 @@ def export_onnx(shim: Any, path: Path, *, atol: float = 1e-4) -> float:
     return diff
 
 
-def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> bool:
+def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> None:
     """Write the classifier as ONNX Runtime's transformer optimizer fuses it
     for the CPU: each layer's attention one `Attention` op (which int8
     quantisation takes as one matrix product for Q, K and V, and whose
@@ -112,19 +112,19 @@ def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> bool:
     shim (TransformerClassifierShim): A trained classifier.
     path (Path): The .onnx file to write.
     atol (float): The largest logit difference from torch accepted.
-    RETURNS (bool): Whether it wrote a graph with every layer's attention
-        fused and within atol of torch. Where not (an encoder whose layers
-        the optimizer does not know), nothing is written: the plain export
-        serves.
+    RAISES (OnnxError): Where not every layer's attention fuses (an encoder
+        the optimizer does not know), or the fused graph is not within atol
+        of torch; then nothing is written, and the plain export serves.
     """
     require_onnx(export=True)
     from onnxruntime.transformers.optimizer import optimize_model
 
     module = copy.deepcopy(shim.module).float().cpu().eval()
     config = module.encoder.config
+    encoder = type(module.encoder).__name__
     names = input_names(module)
     example = _batch(shim, _EXAMPLE_TEXTS, names)
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in names + ["logits"]}
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
     dynamic["logits"] = {0: "batch"}
     with tempfile.TemporaryDirectory() as tmp, _quiet("torch.onnx", "onnxruntime.transformers"):
         traced = Path(tmp) / "traced.onnx"
@@ -138,15 +138,16 @@ def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> bool:
                 str(traced), model_type="bert", num_heads=int(config.num_attention_heads),
                 hidden_size=int(config.hidden_size), opt_level=0,
             )
-        except Exception:  # an encoder either step cannot take: the plain export serves
-            return False
-        if sum(node.op_type == "Attention" for node in fused.model.graph.node) != module.n_layers:
-            return False
+        except Exception as err:  # the exporter and the optimizer raise many kinds
+            raise OnnxError(f"{encoder} does not fuse: {_first_line(err)}") from err
+        n_fused = sum(node.op_type == "Attention" for node in fused.model.graph.node)
+        if n_fused != module.n_layers:
+            raise OnnxError(f"{encoder} does not fuse: attention fused in {n_fused} of {module.n_layers} layers")
         data = fused.model.SerializeToString()
-    if _diff_from_torch(shim, module, data) > atol:
-        return False
+    diff = _diff_from_torch(shim, module, data)
+    if diff > atol:
+        raise OnnxError(f"{encoder} does not fuse: the fused graph differs from torch by {diff:.2g} in a logit")
     path.write_bytes(data)
-    return True
 
 
 def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> None:
