@@ -107,7 +107,9 @@ def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> None:
     masking and softmax run inside it), the embeddings with their LayerNorm,
     bias with GELU, residual with LayerNorm. The optimizer's patterns match
     the graph that torch's TorchScript exporter writes of eager attention,
-    not the dynamo exporter's, so this one exports that way.
+    not the dynamo exporter's, so this one exports that way (where a later
+    torch no longer has that exporter, this raises and the plain graph
+    serves).
 
     shim (TransformerClassifierShim): A trained classifier.
     path (Path): The .onnx file to write.
