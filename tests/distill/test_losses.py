@@ -205,8 +205,8 @@ def test_dekd_equals_its_lambda_weighted_terms():
         reduction="sum",
     )
     assert out.teacher_layers == layers
-    assert float(out.total) == pytest.approx(float(0.5 * ce + 0.3 * ta + 0.2 * da), rel=1e-5)
-    assert out.terms["da"] == pytest.approx(float(da), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float((0.5 * ce + 0.3 * ta + 0.2 * da).detach()), rel=1e-5)
+    assert out.terms["da"] == pytest.approx(float(da.detach()), rel=1e-5)
 
 
 def test_vanilla_kd_plan_queries_every_row_of_the_teacher_only():
@@ -285,7 +285,7 @@ def test_dekd_reuses_cached_teacher_outputs_for_unselected_rows():
     sel = plan.selected
     da = layer_alignment([w["student_hidden"][0][sel]], [w["teacher_hidden"][0][sel]], reduction="mean")
     expected = 0.5 * cross_entropy(logits, w["gold"]) + 0.3 * ta + 0.2 * da
-    assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     # Without the setting, nothing is reused.
     objective.reuse_teacher_outputs = False
     assert objective.plan(logits, teacher_known=known).reused.numel() == 0
@@ -304,7 +304,7 @@ def test_dekd_aligning_teacher_rows_only_queries_the_teacher_for_those():
     da = layer_alignment([w["student_hidden"][0][rows]], [w["teacher_hidden"][1][rows]], reduction="sum")
     expected = 0.5 * cross_entropy(logits, w["gold"]) + 0.3 * ta + 0.2 * da
     assert out.teacher_layers == [1]
-    assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     with pytest.raises(ValueError, match="align_rows"):
         split_objective(2, "sum", align_rows="all")
 

@@ -128,7 +128,7 @@ def test_the_objective_asks_both_teachers_about_every_selected_row(selector):
     kl = make_kl_divergence_v1(temperature=1.0)
     rows = plan.selected
     expected = 0.5 * cross_entropy(logits, gold) + 0.5 * (kl(logits[rows], teacher[rows]) + kl(logits[rows], assistant[rows]))
-    assert float(out.total.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(out.total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 def linear(weight, bias=None):
@@ -223,7 +223,7 @@ def test_feature_objectives_sum_their_weighted_terms(method):
     else:
         kd = kl(logits[rows], integrate_teachers([t_logits[rows], a_logits[rows]], integration="mean", temperature=2.0))
     feature = objective.transfer.features(student_hidden[-1][rows], [t_hidden[-1][rows], a_hidden[-1][rows]])
-    assert float(out.total.detach()) == pytest.approx(float(0.3 * ce + 0.5 * kd + 0.2 * feature), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float((0.3 * ce + 0.5 * kd + 0.2 * feature).detach()), rel=1e-5)
     out.total.backward()
     assert all(p.grad is not None for p in params)
 
