@@ -199,16 +199,14 @@ def textcat_quantize(
         shutil.rmtree(model_dir)
         model_dir.mkdir()
         fp32 = tmp / "fp32.onnx"
-        diff = export_onnx(pipe.shim, fp32)
-        fused = tmp / "fused.onnx"
         try:
-            export_fused(pipe.shim, fused)
+            diff = export_fused(pipe.shim, fp32)
             graph, why_plain = "fused", ""
         except OnnxError as err:
+            diff = export_onnx(pipe.shim, fp32)
             graph, why_plain = "plain", f" ({err})"
-        quantize_int8(fused if graph == "fused" else fp32, model_dir / ONNX_NAME, per_channel=per_channel)
+        quantize_int8(fp32, model_dir / ONNX_NAME, per_channel=per_channel)
         fp32.unlink()
-        fused.unlink(missing_ok=True)
         pipe.shim.tokenizer.save_pretrained(str(model_dir))
         settings = {**_settings(pipe), "format": "onnx", "graph": graph, "quantization": "int8-dynamic", "per_channel": per_channel}
         srsly.write_json(model_dir / SETTINGS_NAME, settings)
@@ -224,7 +222,7 @@ def textcat_quantize(
     msg.good(f"Wrote the int8 pipeline to {output}")
     msg.text(
         f"'{name}': {fp32_size / 1e6:.1f} MB -> {int8_size / 1e6:.1f} MB ({int8_size / fp32_size:.2f}x); "
-        f"fp32 export within {diff:.2g} of torch; {graph} graph quantised{why_plain}; "
+        f"{graph} fp32 graph within {diff:.2g} of torch{why_plain}; "
         f"int8 argmax agrees with torch on {100 * agreement:.0f} % of the check texts"
     )
     return info

@@ -100,7 +100,7 @@ def export_onnx(shim: Any, path: Path, *, atol: float = 1e-4) -> float:
     return diff
 
 
-def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> None:
+def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> float:
     """Write the classifier as ONNX Runtime's transformer optimizer fuses it
     for the CPU: each layer's attention one `Attention` op (which int8
     quantisation takes as one matrix product for Q, K and V, and whose
@@ -114,6 +114,7 @@ def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> None:
     shim (TransformerClassifierShim): A trained classifier.
     path (Path): The .onnx file to write.
     atol (float): The largest logit difference from torch accepted.
+    RETURNS (float): The largest logit difference found.
     RAISES (OnnxError): Where not every layer's attention fuses (an encoder
         the optimizer does not know), or the fused graph is not within atol
         of torch; then nothing is written, and the plain export serves.
@@ -150,6 +151,7 @@ def export_fused(shim: Any, path: Path, *, atol: float = 1e-4) -> None:
     if diff > atol:
         raise OnnxError(f"{encoder} does not fuse: the fused graph differs from torch by {diff:.2g} in a logit")
     path.write_bytes(data)
+    return diff
 
 
 def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> None:
