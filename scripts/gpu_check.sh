@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The `distill` workflow on a GPU, each step timed; then, while its time
-# lasts, the rivals and the students of the pool issue over 3 seeds: the
-# MiniLM fine-tuned on the labels alone, the default student, and students
-# from the sentences and 4 variants of each (44,382 texts) under
-# POOL_BUDGET (0.5: about 22,600 teacher answers).
+# The `distill` workflow on a GPU, each step timed; then, side by side with
+# its student, the rivals and the students of the pool issue over 3 seeds:
+# the MiniLM fine-tuned on the labels alone, the default student, and
+# students from the sentences and 4 variants of each (44,382 texts) under
+# POOL_BUDGET (0.5: about 22,600 teacher answers); last, the benchmark alone.
 #
 # For a GPU machine that has torch and transformers but no spaCy and no
 # network, with at most 64 MiB carried a call. What it needs lies in .dev/
@@ -24,7 +24,7 @@
 #   2. carry .dev/mpnet (its first part): cp -r .dev/mpnet /tmp/mpnet
 #   3. carry .dev/mpnet_part1 .dev/movies.txt .dev/variants.txt: this script
 # Run from the repository root:  [PARTS="pool"] bash scripts/gpu_check.sh [SECONDS]
-# (SECONDS: when to stop starting steps; 540 by default)
+# (SECONDS: when steps are stopped, from the start; 540 by default)
 # Figures go to $OUT (or /tmp/gpu_check): gpu_check.txt, and logs.tar.gz
 # with a log a step and the metrics.
 set -uo pipefail
@@ -74,57 +74,55 @@ if [ "${GPU_TESTS:-1}" = 1 ]; then
   step gpu-tests python -m pytest -q -p no:cacheprovider tests/cli/test_gpu.py || exit 1
 fi
 
+
 # The workflow's steps (quantize is ONNX Runtime on the CPU: not a GPU check).
 GPU="--vars.gpu_id 0"
-for name in corpus teacher assistant student; do
+for name in corpus teacher assistant; do
   step "$name" python -m spacy project run "$name" . $GPU || exit 1
 done
-step evaluate python scripts/evaluate.py corpus/movies/test.spacy metrics \
-  teacher=training/teacher/model-best student=training/student/model-best --gpu-id 0 || exit 1
-step benchmark python scripts/benchmark.py corpus/movies/test.spacy teacher=training/teacher/model-best \
-  student=training/student/model-best --gpu-id 0 --repeats 2 --output metrics/benchmark.json
-python - <<'PY' | tee -a "$OUT/gpu_check.txt"
-import json
-for name in ("teacher", "student"):
-    print(f"{name:10s} test accuracy {100 * json.load(open(f'metrics/{name}.json'))['cats_accuracy']:.1f}")
-for name, r in json.load(open("metrics/benchmark.json"))["results"].items():
-    print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
-PY
 
-# The pool issue, in the order PARTS names them (all three when unset; none
-# when empty, so that a call can stop after the workflow):
+# Then the workflow's student and the pool issue's runs side by side: each is
+# bound by tokenizing and making Docs on a CPU core, not by the GPU, so one
+# process a run (two torch threads each) takes about as long as one alone.
+# The parts, in the order PARTS names them (all three when unset; none when
+# empty, so that a call can stop after the workflow):
 #   no-teacher  the MiniLM fine-tuned on the labels alone (no teacher: one
 #               run serves every teacher), seeds 0-2
 #   pool        students from the sentences and 4 variants each, seeds 0-2
 #   seeds       the default student's seeds 1 and 2
+export OMP_NUM_THREADS=2
 DISTILL="python -m spacy distill training/teacher/model-best configs/dekd_minilm.cfg --gpu-id 0 --components.textcat.model.max_length 0"
+step student python -m spacy project run student . $GPU &
 for part in ${PARTS-no-teacher pool seeds}; do
   case $part in
     no-teacher)
       for seed in 0 1 2; do
         step "no-teacher-s$seed" python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s$seed \
-          --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed
-      done
-      step evaluate-no-teacher python scripts/evaluate.py corpus/movies/test.spacy metrics \
-        no-teacher-s0?=training/no_teacher/s0/model-best no-teacher-s1?=training/no_teacher/s1/model-best \
-        no-teacher-s2?=training/no_teacher/s2/model-best --gpu-id 0 ;;
+          --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed &
+      done ;;
     pool)
       mkdir -p corpus/movies/pool4 && cp .dev/variants.txt corpus/movies/unlabeled.txt corpus/movies/pool4/ || continue
       for seed in 0 1 2; do
         step "pool4-s$seed" $DISTILL --output training/pool4/s$seed --system.seed $seed \
-          --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &&
-        step "evaluate-pool4-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
-          pool4-s$seed=training/pool4/s$seed/model-best --gpu-id 0
+          --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &
       done ;;
     seeds)
       for seed in 1 2; do
-        step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &&
-        step "evaluate-student-s$seed" python scripts/evaluate.py corpus/movies/test.spacy metrics \
-          student-s$seed=training/student_s$seed/model-best --gpu-id 0
+        step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &
       done ;;
     *) say "PARTS: no part '$part' (no-teacher, pool, seeds)" ;;
   esac
 done
+wait
+unset OMP_NUM_THREADS
+
+# Every model scored on the test set in one process (`name?=`: those that ran).
+models="teacher=training/teacher/model-best student=training/student/model-best"
+for seed in 0 1 2; do
+  models+=" no-teacher-s$seed?=training/no_teacher/s$seed/model-best pool4-s$seed?=training/pool4/s$seed/model-best"
+  models+=" student-s$seed?=training/student_s$seed/model-best"
+done
+step evaluate python scripts/evaluate.py corpus/movies/test.spacy metrics $models --gpu-id 0 || exit 1
 python - <<'PY' | tee -a "$OUT/gpu_check.txt"
 import glob, json, os
 for path in sorted(glob.glob("metrics/*.json")):
@@ -136,4 +134,12 @@ for path in sorted(glob.glob("training/*/metrics.json") + glob.glob("training/*/
     m = json.load(open(path))
     if "teacher_forward_passes" in m:
         print(f"{path:40s} teacher answers {m['teacher_forward_passes']}, steps {m['steps']}")
+PY
+# Last, alone on the machine: the workflow's words/s.
+step benchmark python scripts/benchmark.py corpus/movies/test.spacy teacher=training/teacher/model-best \
+  student=training/student/model-best --gpu-id 0 --repeats 2 --output metrics/benchmark.json &&
+python - <<'PY' | tee -a "$OUT/gpu_check.txt"
+import json
+for name, r in json.load(open("metrics/benchmark.json"))["results"].items():
+    print(f"{name:10s} {r['words_per_second']:.0f} words/s ({r['speedup']:.2f}x)")
 PY
