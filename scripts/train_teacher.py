@@ -23,7 +23,9 @@ evaluations, and never fewer than MIN_STEPS) bring no better dev score.
 best. Imbalanced classes are weighed in the loss by the config's
 `class_weights = "balanced"`.
 
-Afterwards it scores model-best on dev once, writes the scores and a
+`spacy train` writes into a sibling folder, OUTPUT.partial; only a run that
+ends replaces OUTPUT, whole, so a run stopped or failed halfway leaves the
+teacher trained before it as it was. Then it scores model-best on dev once, writes the scores and a
 fingerprint of the dev data into its meta.json (`spacy distill` reuses them
 instead of scoring the teacher again), and stops with an error when the
 teacher is not worth distilling: within 2 points of always answering the
@@ -32,6 +34,7 @@ keeps it anyway.
 """
 import argparse
 import math
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -162,6 +165,18 @@ def check_teacher(output: Path, config: Any, dev: List[Example]) -> Tuple[Dict[s
     return record["scores"], nlp.get_pipe("textcat").labels
 
 
+def replace_folder(new: Path, output: Path) -> None:
+    """`new` renamed to `output`; a folder there before is moved aside first
+    and removed after.
+    """
+    old = output.with_name(output.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if output.exists():
+        output.rename(old)
+    new.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -205,8 +220,10 @@ def main(argv: List[str]) -> int:
         )
     else:
         print(f"ℹ Teacher: {plan['max_steps']} steps ({args.epochs:g} epochs), scored every {plan['eval_frequency']}", flush=True)
+    partial = args.output.with_name(args.output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     cmd = [
-        sys.executable, "-m", "spacy", "train", str(args.config), "--output", str(args.output), *rest,
+        sys.executable, "-m", "spacy", "train", str(args.config), "--output", str(partial), *rest,
         "--components.textcat.model.max_length", str(max_length),
         "--training.max_epochs", "0", "--training.max_steps", str(plan["max_steps"]),
         "--training.eval_frequency", str(plan["eval_frequency"]), "--training.patience", str(plan["patience"]),
@@ -214,7 +231,9 @@ def main(argv: List[str]) -> int:
     ]
     code = subprocess.call(cmd)
     if code != 0:
+        shutil.rmtree(partial, ignore_errors=True)
         return code
+    replace_folder(partial, args.output)
     scores, labels = check_teacher(args.output, config, dev)
     print(
         f"ℹ Teacher on dev: accuracy {scores['cats_accuracy']:.3f}, macro F {scores['cats_macro_f']:.3f}, "

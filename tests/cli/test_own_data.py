@@ -151,6 +151,12 @@ def test_train_teacher_reports_lengths_and_stops_a_majority_teacher(bert_dir, to
     result = script("train_teacher.py", *args, "--check", "false")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "⚠ The teacher is kept although" in result.stdout
+    # A run that fails in spacy train leaves the teacher trained before it whole.
+    kept = (out / "model-best" / "meta.json").read_bytes()
+    result = script("train_teacher.py", *args, "--training.dropout", "not-a-number")
+    assert result.returncode != 0 and "ℹ Teacher: 3 steps" in result.stdout  # spacy train started
+    assert (out / "model-best" / "meta.json").read_bytes() == kept
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("teacher")) == ["teacher"]
 
 
 def test_progress_logger_prints_steps_and_time_left(capsys):
