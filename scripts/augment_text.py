@@ -5,13 +5,18 @@ word-piece embeddings, dropped and swapped words).
 Reads the texts of each input (a `.txt` file a text a line, or a
 csv/tsv/json(l)/parquet file with a text field), writes `--n` variants of
 each to OUTPUT, a text a line, in one go (a temporary file renamed at the
-end: an interrupted run leaves no half-written file).
+end: an interrupted run leaves no half-written file). `--copy` puts text
+files beside it, last, so that OUTPUT's folder is a whole pool to read as
+unlabelled text (`--paths.unlabeled FOLDER`): the unlabelled sentences and
+the variants.
 
     python scripts/augment_text.py corpus/movies/train.jsonl corpus/movies/unlabeled.txt \\
-        --model assets/all-mpnet-base-v2 --n 4 --output corpus/movies/more/variants.txt
+        --model assets/all-mpnet-base-v2 --n 4 --output corpus/more_text/variants.txt \\
+        --copy corpus/movies/unlabeled.txt
 """
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,8 +48,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--swap", type=float, default=0.05)
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--copy", nargs="+", type=Path, default=[], help="text files to copy beside OUTPUT, last")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in [*args.inputs, args.model] if not p.exists()]
+    missing = [str(p) for p in [*args.inputs, *args.copy, args.model] if not p.exists()]
     if missing:
         print(f"✘ Not found: {', '.join(missing)}. Run the `assets` and `corpus` steps first, or pass your own files.", file=sys.stderr)
         return 1
@@ -53,6 +59,12 @@ def main(argv: List[str]) -> int:
         return 1
     if args.output.resolve() in {p.resolve() for p in args.inputs}:
         print(f"✘ --output {args.output} is one of the inputs: write the variants to a file of their own.", file=sys.stderr)
+        return 1
+    copies = [args.output.parent / p.name for p in args.copy]
+    clashes = [str(p) for p, to in zip(args.copy, copies) if to == args.output or to.resolve() == p.resolve()]
+    if clashes or len(set(copies)) < len(copies):
+        print(f"✘ --copy {' '.join(map(str, args.copy))}: a file copied beside {args.output} must come from another "
+              "folder, and share its name with neither the output nor another copy.", file=sys.stderr)
         return 1
     start = time.perf_counter()
     texts = [text for path in args.inputs for text in read_texts(path, args.text_field)]
@@ -67,8 +79,11 @@ def main(argv: List[str]) -> int:
             f.write(text + "\n")
             n_written += 1
     os.replace(partial, args.output)
+    for path, to in zip(args.copy, copies):
+        shutil.copyfile(path, to.with_name(to.name + ".partial"))
+        os.replace(to.with_name(to.name + ".partial"), to)
     print(f"✔ {n_written:,} variants of {len(texts):,} texts ({len(neighbours):,} words with neighbours) "
-          f"→ {args.output} in {time.perf_counter() - start:.0f} s")
+          f"→ {args.output} in {time.perf_counter() - start:.0f} s" + "".join(f"; {p} beside it" for p in args.copy))
     return 0
 
 

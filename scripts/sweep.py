@@ -46,11 +46,12 @@ def pool_folder(n_variants: int, seed: int = 0) -> Path:
     folder = Path(f"corpus/movies/pool{n_variants}")
     if not (folder / "unlabeled.txt").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        if n_variants > 0:
+        if n_variants > 0:  # the sentences copied last: a folder with them is whole
             subprocess.run([sys.executable, str(Path(__file__).parent / "augment_text.py"), TRAIN, UNLABELLED,
                             "--model", ENCODER, "--n", str(n_variants), "--seed", str(seed),
-                            "--output", str(folder / "variants.txt")], check=True)
-        shutil.copyfile(UNLABELLED, folder / "unlabeled.txt")  # last: a folder with it is whole
+                            "--output", str(folder / "variants.txt"), "--copy", UNLABELLED], check=True)
+        else:
+            shutil.copyfile(UNLABELLED, folder / "unlabeled.txt")
     return folder
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy
 import pytest
+import spacy
 import torch
+from spacy.training.corpus import PlainTextCorpus
 from transformers import AutoModel
 
 from spacy_dekd.augment import WORD, embedding_neighbours, variant, variants
@@ -78,3 +80,24 @@ def test_the_script_writes_the_variants_whole(encoder, tmp_path):
     # Bad input: one line, nothing written.
     done = subprocess.run(args[:2] + [str(tmp_path / "missing.txt")] + args[4:], capture_output=True, text=True)
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "missing.txt" in done.stderr
+
+
+def test_the_script_copies_the_pool_beside_the_variants(encoder, tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a dull plot\nthis film is bad\n", encoding="utf8")
+    out = tmp_path / "more" / "variants.txt"
+    args = [sys.executable, str(REPO / "scripts" / "augment_text.py"), str(pool), "--model", str(encoder), "--n", "2", "--output", str(out)]
+    done = subprocess.run(args + ["--copy", str(pool)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "more" / "pool.txt").read_text(encoding="utf8") == pool.read_text(encoding="utf8")
+    assert sorted(p.name for p in (tmp_path / "more").iterdir()) == ["pool.txt", "variants.txt"]
+    # The folder is one pool: spaCy's plain-text reader takes both files.
+    nlp = spacy.blank("en")
+    texts = [eg.reference.text for eg in PlainTextCorpus(tmp_path / "more")(nlp)]
+    assert set(pool.read_text(encoding="utf8").split("\n")[:2]) <= set(texts) and len(texts) > 2
+    # A copy that would land on the variants (or on itself): one line, nothing new.
+    clash = tmp_path / "variants.txt"
+    clash.write_text("x\n", encoding="utf8")
+    done = subprocess.run(args[:-1] + [str(tmp_path / "again.txt"), "--copy", str(clash)], capture_output=True, text=True)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "--copy" in done.stderr
+    assert not (tmp_path / "again.txt").exists()

@@ -1,5 +1,5 @@
-"""project.yml as weasel reads it: every step of the `distill` workflow finds
-its dependencies, with the default data and with a user's own files."""
+"""project.yml as weasel reads it: every step of a workflow finds its
+dependencies, with the default data and with a user's own files."""
 import itertools
 from pathlib import Path
 
@@ -25,12 +25,13 @@ def tracked(path: str) -> bool:
         },
     ],
 )
-def test_distill_workflow_deps_come_from_earlier_steps(overrides):
+@pytest.mark.parametrize("workflow", ["distill", "more-text", "reproduce"])
+def test_workflow_deps_come_from_earlier_steps(overrides, workflow):
     config = load_project_config(ROOT, overrides=overrides)
     commands = {cmd["name"]: cmd for cmd in config["commands"]}
     user_files = set(overrides.values())
     produced = set()
-    for name in config["workflows"]["distill"]:
+    for name in config["workflows"][workflow]:
         cmd = commands[name]
         for dep in cmd.get("deps", []):
             assert ", " not in dep, f"'{name}': two paths read as one: {dep}"
@@ -48,6 +49,10 @@ NOT_DEPS = {
     ("benchmark", "training/assistant/model-best"),
     # The rival without a teacher is scored when its (optional) step has run.
     ("evaluate", "training/no_teacher/model-best"),
+    # The same for the `more-text` workflow's student and scores.
+    ("student-more-text", "training/assistant/model-best"),
+    ("evaluate-more-text", "training/student/model-best"),
+    ("evaluate-more-text", "training/no_teacher/model-best"),
 }
 
 
