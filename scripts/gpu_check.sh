@@ -17,12 +17,16 @@
 #                     moved to .dev/mpnet_part1/; MiniLM in float16, 46 MB)
 #   .dev/movies.txt   assets/movies/movieReviewSnippets_GroundTruth.txt
 #   .dev/variants.txt corpus/movies/pool4/variants.txt (scripts/augment_text.py)
+#   .dev/lang.tar.xz  where site.tar.xz was cut to spaCy's English alone:
+#                     spacy/lang/ from the spaCy wheel (spaCy's registry
+#                     imports other languages' tokenizers), unpacked over it
 # A carried path is gone at the next call; what a command writes stays while
 # the machine is warm. So three calls, each within 30 s of the last:
 #   1. carry .dev/site.tar.xz .dev/minilm: unpack them (tar -xJf ... -C
 #      /tmp/site; pack_for_device.py unpack .dev/minilm assets/all-MiniLM-L6-v2)
 #   2. carry .dev/mpnet (its first part): cp -r .dev/mpnet /tmp/mpnet
-#   3. carry .dev/mpnet_part1 .dev/movies.txt .dev/variants.txt: this script
+#   3. carry .dev/mpnet_part1 .dev/movies.txt .dev/variants.txt
+#      [.dev/lang.tar.xz]: this script
 # Run from the repository root:  [PARTS="pool"] bash scripts/gpu_check.sh [SECONDS]
 # (SECONDS: when steps are stopped, from the start; 540 by default)
 # Figures go to $OUT (or /tmp/gpu_check): gpu_check.txt, and logs.tar.gz
@@ -53,6 +57,7 @@ step() {
 if [ -f .dev/site.tar.xz ] && [ ! -d /tmp/site/spacy ]; then
   mkdir -p /tmp/site && tar -xJf .dev/site.tar.xz -C /tmp/site
 fi
+if [ -f .dev/lang.tar.xz ]; then tar -xJf .dev/lang.tar.xz -C /tmp/site; fi
 export PYTHONPATH="$PWD:/tmp/site"
 # `python` for the project's commands: the python3 that has torch (a wrapper, not
 # a link, so that it keeps its virtual environment).
