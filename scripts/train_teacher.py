@@ -25,8 +25,8 @@ best. Imbalanced classes are weighed in the loss by the config's
 
 `spacy train` writes into a sibling folder, OUTPUT.partial; only a run that
 ends replaces OUTPUT, whole, so a run stopped or failed halfway leaves the
-teacher trained before it as it was. Then it scores model-best on dev once, writes the scores and a
-fingerprint of the dev data into its meta.json (`spacy distill` reuses them
+teacher trained before it as it was. Then it scores model-best on dev once,
+writes the scores and a fingerprint of the dev data into its meta.json (`spacy distill` reuses them
 instead of scoring the teacher again), and stops with an error when the
 teacher is not worth distilling: within 2 points of always answering the
 majority class, or a class it (almost) never predicts. `--check false`
@@ -55,6 +55,7 @@ from spacy_dekd.distill.teacher_check import (
     record_dev_scores,
     weak_teacher,
 )
+from spacy_dekd.files import replace_folder
 
 MIN_STEPS = 100
 MAX_EPOCHS = 4
@@ -163,18 +164,6 @@ def check_teacher(output: Path, config: Any, dev: List[Example]) -> Tuple[Dict[s
     srsly.write_json(tmp, meta)
     tmp.replace(meta_path)
     return record["scores"], nlp.get_pipe("textcat").labels
-
-
-def replace_folder(new: Path, output: Path) -> None:
-    """`new` renamed to `output`; a folder there before is moved aside first
-    and removed after.
-    """
-    old = output.with_name(output.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output.exists():
-        output.rename(old)
-    new.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: List[str]) -> int:

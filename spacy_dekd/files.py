@@ -1,6 +1,7 @@
 """Files: what spacy-dekd writes is left as `spacy train` leaves its files,
 and what it reads as text is checked to be text."""
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,21 @@ def make_readable(path: Path) -> None:
     os.umask(umask)
     for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
         item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def replace_folder(new: Path, output: Path) -> None:
+    """`new`, written whole, renamed to `output`: what was at `output` is
+    moved aside first and removed after, so it stays until the new one is
+    in its place.
+    """
+    old = output.with_name(f".{output.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if output.is_dir():
+        output.rename(old)
+    elif output.exists():
+        output.unlink()
+    new.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def not_utf8(data: bytes, first_line: int = 1) -> Optional[str]:

@@ -23,7 +23,7 @@ from spacy.language import Language
 from wasabi import msg
 
 from ..errors import fail
-from ..files import make_readable
+from ..files import make_readable, replace_folder
 from ..models.classifier import SETTINGS_NAME, TransformerClassifierShim
 from ..models.hf import export_hf
 from ..models.onnx_model import ONNX_NAME, OnnxError, export_fused, export_onnx, input_names, quantize_int8, require_onnx
@@ -149,7 +149,7 @@ def textcat_export(pipeline: str, output: Path, *, fmt: str = "hf", component: O
     exporter.check()
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
-    with _staged(output, force) as tmp:
+    with _staged(output) as tmp:
         try:
             info = exporter.write(pipe, tmp)
         except ValueError as err:
@@ -192,7 +192,7 @@ def textcat_quantize(
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
     name = pipe.name
-    with _staged(output, force) as tmp:
+    with _staged(output) as tmp:
         nlp.to_disk(tmp)
         model_dir = tmp / name / "model"
         fp32_size = sum(p.stat().st_size for p in model_dir.iterdir())
@@ -269,7 +269,7 @@ def _check_output(output: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def _staged(output: Path, force: bool) -> Iterator[Path]:
+def _staged(output: Path) -> Iterator[Path]:
     """A sibling folder written first and renamed to `output` on success;
     removed, `output` untouched, on failure.
     """
@@ -285,9 +285,7 @@ def _staged(output: Path, force: bool) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     make_readable(tmp)
-    if output.exists() and force:
-        shutil.rmtree(output) if output.is_dir() else output.unlink()
-    tmp.rename(output)
+    replace_folder(tmp, output)
 
 
 def _load(pipeline: str) -> Language:
