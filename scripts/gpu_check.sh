@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The `distill` workflow on a GPU, each step timed; then, side by side with
 # its student, the rivals and the students of the pool issue over 3 seeds:
-# the MiniLM fine-tuned on the labels alone, the default student, and
-# students from the sentences and 4 variants of each (44,382 texts) under
-# POOL_BUDGET (0.5: about 22,600 teacher answers); last, the benchmark alone.
+# the MiniLM fine-tuned on the labels alone, the default student, students
+# from the sentences and 4 variants of each (44,382 texts) under POOL_BUDGET
+# (0.5: about 22,600 teacher answers), and three selectors where the pool is
+# far larger than the budget; last, the benchmark alone.
 #
 # For a GPU machine that has torch and transformers but no spaCy and no
 # network, with at most 64 MiB carried a call. What it needs lies in .dev/
@@ -89,33 +90,43 @@ done
 # Then the workflow's student and the pool issue's runs side by side: each is
 # bound by tokenizing and making Docs on a CPU core, not by the GPU, so one
 # process a run (two torch threads each) takes about as long as one alone.
-# The parts, in the order PARTS names them (all three when unset; none when
+# The parts, in the order PARTS names them (all four when unset; none when
 # empty, so that a call can stop after the workflow):
 #   no-teacher  the MiniLM fine-tuned on the labels alone (no teacher: one
 #               run serves every teacher), seeds 0-2
 #   pool        students from the sentences and 4 variants each, seeds 0-2
 #   seeds       the default student's seeds 1 and 2
+#   selection   entropy, random and diverse entropy at the 44,382-text pool
+#               under SELECT_BUDGET (0.05: about 2,260 answers, the pool 20x
+#               them), seeds 0-2
 export OMP_NUM_THREADS=2
-DISTILL="python -m spacy distill training/teacher/model-best configs/dekd_minilm.cfg --gpu-id 0 --components.textcat.model.max_length 0"
+SELECT_BUDGET=${SELECT_BUDGET:-0.05}
+DISTILL="python -m spacy distill training/teacher/model-best --gpu-id 0 --components.textcat.model.max_length 0"
+POOL="--paths.unlabeled corpus/movies/pool4"
+# seeds NAME COMMAND...: one run a seed, side by side, "{s}" in COMMAND the seed.
+seeds() {
+  local name=$1; shift
+  for seed in ${SEEDS:-0 1 2}; do step "$name-s$seed" "${@//\{s\}/$seed}" & done
+}
 step student python -m spacy project run student . $GPU &
-for part in ${PARTS-no-teacher pool seeds}; do
+for part in ${PARTS-no-teacher pool seeds selection}; do
   case $part in
     no-teacher)
-      for seed in 0 1 2; do
-        step "no-teacher-s$seed" python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s$seed \
-          --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed $seed &
-      done ;;
-    pool)
+      seeds no-teacher python scripts/train_teacher.py configs/no_teacher.cfg training/no_teacher/s{s} \
+        --epochs 5 --max-length 0 --check false --gpu-id 0 --system.seed {s} ;;
+    pool|selection)
       mkdir -p corpus/movies/pool4 && cp .dev/variants.txt corpus/movies/unlabeled.txt corpus/movies/pool4/ || continue
-      for seed in 0 1 2; do
-        step "pool4-s$seed" $DISTILL --output training/pool4/s$seed --system.seed $seed \
-          --paths.unlabeled corpus/movies/pool4 --distillation.teacher_budget "$POOL_BUDGET" &
-      done ;;
-    seeds)
-      for seed in 1 2; do
-        step "student-s$seed" $DISTILL --output training/student_s$seed --system.seed $seed &
-      done ;;
-    *) say "PARTS: no part '$part' (no-teacher, pool, seeds)" ;;
+      if [ "$part" = pool ]; then
+        seeds pool4 $DISTILL configs/dekd_minilm.cfg --output training/pool4/s{s} --system.seed {s} $POOL \
+          --distillation.teacher_budget "$POOL_BUDGET"
+      else
+        for config in dekd_minilm select_random_minilm select_diverse_minilm; do
+          seeds "$config" $DISTILL configs/$config.cfg --output training/selection/$config-s{s} --system.seed {s} \
+            $POOL --distillation.teacher_budget "$SELECT_BUDGET" --distillation.pool_sample 10000
+        done
+      fi ;;
+    seeds) SEEDS="1 2" seeds student $DISTILL configs/dekd_minilm.cfg --output training/student_s{s} --system.seed {s} ;;
+    *) say "PARTS: no part '$part' (no-teacher, pool, seeds, selection)" ;;
   esac
 done
 wait
@@ -126,6 +137,9 @@ models="teacher=training/teacher/model-best student=training/student/model-best"
 for seed in 0 1 2; do
   models+=" no-teacher-s$seed?=training/no_teacher/s$seed/model-best pool4-s$seed?=training/pool4/s$seed/model-best"
   models+=" student-s$seed?=training/student_s$seed/model-best"
+  for config in dekd_minilm select_random_minilm select_diverse_minilm; do
+    models+=" $config-s$seed?=training/selection/$config-s$seed/model-best"
+  done
 done
 step evaluate python scripts/evaluate.py corpus/movies/test.spacy metrics $models --gpu-id 0 || exit 1
 python - <<'PY' | tee -a "$OUT/gpu_check.txt"

@@ -153,7 +153,8 @@ def query_round(run: Run, epoch: int) -> None:
     allowance = rounds.allowance(j, spent)
     logits = None
     if objective.reads_logits and candidates.numel() > 0:
-        logits = predict(run, run.examples.docs(candidates.numpy()))  # ids as an array: 8 bytes each
+        docs = run.examples.docs(candidates.numpy())  # ids as an array: 8 bytes each
+        logits = predict(run, docs, states=objective.reads_states)
     # A selector that scores rows one by one keeps a running top k of the chunks.
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     # The selection is on the student's device, the candidate ids on the CPU.
@@ -255,15 +256,16 @@ def forward(run: Run, docs: Sequence[Doc], *, is_train: bool, hidden: bool) -> C
     return ClassifierOutput(run.world.gather(out.logits), run.world.gather_list(out.hidden_states))
 
 
-def predict(run: Run, docs: View, batch_size: int = 1024) -> Iterator[torch.Tensor]:
+def predict(run: Run, docs: View, batch_size: int = 1024, *, states: bool = False) -> Iterator[Any]:
     """The student's logits for many docs, without gradients, a chunk at a
-    time: each chunk's docs made, scored and dropped before the next.
+    time: each chunk's docs made, scored and dropped before the next. With
+    `states`, pairs of logits and the last layer's first-token states.
     """
     chunk = batch_size * run.world.size
     for start in range(0, len(docs), chunk):
         with torch.no_grad():
-            out = forward(run, docs.part(start, start + chunk), is_train=False, hidden=False)
-        yield out.logits
+            out = forward(run, docs.part(start, start + chunk), is_train=False, hidden=states)
+        yield (out.logits, out.hidden_states[-1]) if states else out.logits
 
 
 def gold_targets(run: Run, batch: List[Example], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:

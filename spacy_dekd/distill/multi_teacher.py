@@ -264,6 +264,10 @@ class MultiTeacherObjective:
         return self.selection.reads_logits
 
     @property
+    def reads_states(self) -> bool:
+        return self.selection.reads_states
+
+    @property
     def feedback_size(self) -> int:
         return self.transfer.feedback_size
 

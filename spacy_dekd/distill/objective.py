@@ -14,7 +14,7 @@ from ..models.pytorch import ClassifierOutput
 from ..registry import registry
 from .losses import LayerAlignmentLoss, TeacherAssistantLoss
 from .selectors import joined
-from .types import ChunkSelector, InstanceSelector, Logits, LossFn, LossTerms, QueryPlan, Router, TeacherOutput
+from .types import ChunkSelector, InstanceSelector, Logits, LossFn, LossTerms, QueryPlan, Router, StateSelector, TeacherOutput
 
 
 class Selection:
@@ -33,6 +33,13 @@ class Selection:
     def reads_logits(self) -> bool:
         """Whether selection or routing reads the student's predictions."""
         return self.selector.reads_logits or self.router.reads_logits
+
+    @property
+    def reads_states(self) -> bool:
+        """Whether a query round's selection reads the student's states too
+        (`types.StateSelector`): its chunks are then (logits, states) pairs.
+        """
+        return isinstance(self.selector, StateSelector) and self.selector.reads_states
 
     def __call__(
         self, logits: torch.Tensor, *, multilabel: bool = False, k: Optional[int] = None
@@ -84,20 +91,24 @@ class Selection:
 
         student_logits (Logits): (n, C), or the n rows in chunks, in order
             (a selector that scores rows one by one then keeps a running top
-            k, never all n rows); None for a selector that does not read
-            them (zeros stand in).
+            k, never all n rows); for a selector that reads states
+            (`reads_states`), chunks of (logits, states) pairs; None for a
+            selector that does not read them (zeros stand in).
         RETURNS (Tuple[torch.Tensor, torch.Tensor]): Candidate indices for
             the teacher and for the assistant, each ascending.
         """
         if student_logits is None:
             # A view of one row: no memory a candidate.
-            chunks: Iterable[torch.Tensor] = [torch.zeros((1, 2)).expand(n, 2)]
+            view = torch.zeros((1, 2)).expand(n, 2)
+            chunks: Iterable = [(view, view)] if self.reads_states else [view]
         elif isinstance(student_logits, torch.Tensor):
             chunks = [student_logits.detach()]
         else:
             chunks = student_logits
         k = self.query_rows(n, teacher_allowance)
-        if isinstance(self.selector, ChunkSelector):
+        if self.reads_states:
+            selected, logits = self.selector.select_states(chunks, k, multilabel=multilabel)
+        elif isinstance(self.selector, ChunkSelector):
             selected, logits = self.selector.select_chunks(chunks, k, multilabel=multilabel)
         else:
             all_logits = joined(chunks)
@@ -187,6 +198,10 @@ class DeKDObjective:
     @property
     def reads_logits(self) -> bool:
         return self.selection.reads_logits
+
+    @property
+    def reads_states(self) -> bool:
+        return self.selection.reads_states
 
     def rng_state(self) -> Dict[str, torch.Tensor]:
         return self.selection.rng_state()

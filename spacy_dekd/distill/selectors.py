@@ -192,10 +192,126 @@ class RandomSelector(RatioSelector):
         return rows.to(student_logits.device)
 
 
+class DiverseEntropySelector(ScoreSelector):
+    """Entropy with diversity in a query round: of the `prefilter`·k
+    candidates of highest entropy, the k it keeps are each the most uncertain
+    member of one cluster of the student's states (k-means into k clusters,
+    cosine, k-means++ seeding), so that near-duplicates (a text and its
+    variants, a template message) take one teacher answer between them, not
+    one each. Diverse mini-batch active learning (Zhdanov, 2019) clusters the
+    same way and keeps the member nearest each centre; this one keeps DeKD's
+    choice within a cluster, the most uncertain.
+
+    In a labelled batch, which has no states to read, it is the entropy
+    selector. Its seeding draws from a generator seeded once, which a
+    checkpoint keeps.
+    """
+
+    reads_states = True
+
+    def __init__(self, ratio: float, prefilter: float, iterations: int, seed: int) -> None:
+        super().__init__(entropy_score, ratio)
+        if prefilter < 1:
+            raise ValueError(f"prefilter must be at least 1 (candidates per selected row), got {prefilter}.")
+        if iterations < 0:
+            raise ValueError(f"iterations must be 0 or more, got {iterations}.")
+        self.prefilter = prefilter
+        self.iterations = iterations
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def select_states(
+        self, chunks: Iterable[Tuple[torch.Tensor, torch.Tensor]], k: int, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Chunks of (logits (n_i, C), states (n_i, d)), in order → the
+        ascending indices of the k rows it keeps, and their logits. It holds
+        the prefiltered candidates' logits and states, never all the rows.
+        """
+        running = RunningTopK(math.ceil(self.prefilter * k - 1e-9))
+        n_classes = 0
+        for logits, states in chunks:
+            n_classes = logits.shape[1]
+            rows = torch.cat([logits.detach().float(), states.detach().float()], dim=1)
+            running.push(self.score(logits, multilabel=multilabel), rows)
+        index, rows = running.result()
+        picked = diverse_top(running.scores, rows[:, n_classes:], k, self.iterations, self.generator)
+        return index[picked], rows[picked, :n_classes]
+
+
+def diverse_top(
+    scores: torch.Tensor, states: torch.Tensor, k: int, iterations: int, generator: torch.Generator,
+    block: int = 4096,
+) -> torch.Tensor:
+    """k of m rows, ascending: the states, centred, clustered into k clusters
+    (spherical k-means: k-means++ seeding, then at most `iterations` Lloyd
+    steps) and the row of highest score kept in each (ties by position); a
+    cluster left empty gives its place to the best-scored row not kept. With
+    k >= m, every row. Costs (1 + iterations)·m·k·d multiply-adds.
+    """
+    m = scores.shape[0]
+    if k >= m:
+        return torch.arange(m, device=scores.device)
+    # Centred first: a transformer's states share a large common direction,
+    # which would leave every pair of texts near cosine 1.
+    states = states.float()
+    points = nn.functional.normalize(states - states.mean(0), dim=1)
+
+    def nearest(centres: torch.Tensor) -> torch.Tensor:
+        # Rows in blocks: a block's similarities to the centres at a time.
+        return torch.cat([(points[i : i + block] @ centres.T).argmax(1) for i in range(0, m, block)])
+
+    # k-means++: each next centre drawn with probability ∝ its squared distance
+    # to the nearest centre so far (a duplicate of a centre is never drawn).
+    chosen = [int(torch.randint(m, (1,), generator=generator))]
+    similarity = points @ points[chosen[0]]
+    for _ in range(1, k):
+        weights = (2 - 2 * similarity).clamp_min(0).cpu()
+        if float(weights.sum()) <= 0:
+            break  # fewer distinct states than clusters
+        chosen.append(int(torch.multinomial(weights, 1, generator=generator)))
+        similarity = torch.maximum(similarity, points @ points[chosen[-1]])
+    centres = points[chosen]
+    assign = nearest(centres)
+    for _ in range(iterations):
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        filled = sums.norm(dim=1) > 0
+        centres[filled] = nn.functional.normalize(sums[filled], dim=1)
+        moved = nearest(centres)
+        if torch.equal(moved, assign):
+            break
+        assign = moved
+    order = torch.sort(scores, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(m, device=order.device)
+    best = torch.full((centres.shape[0],), m, dtype=torch.long, device=scores.device)
+    best.scatter_reduce_(0, assign, rank, reduce="amin")
+    kept = best[best < m]
+    if kept.numel() < k:
+        taken = torch.zeros(m, dtype=torch.bool, device=scores.device)
+        taken[kept] = True
+        kept = torch.cat([kept, torch.nonzero(~taken).flatten()[: k - kept.numel()]])
+    return order[kept].sort().values
+
+
 @registry.dekd_selectors("spacy-dekd.EntropySelector.v1")
 def make_entropy_selector_v1(ratio: float = 0.5) -> InstanceSelector:
     """DeKD's selector: the ceil(r·N) examples of highest scaled entropy."""
     return ScoreSelector(entropy_score, ratio)
+
+
+@registry.dekd_selectors("spacy-dekd.DiverseEntropySelector.v1")
+def make_diverse_entropy_selector_v1(
+    ratio: float = 0.5, prefilter: float = 4.0, iterations: int = 10, seed: int = 0
+) -> InstanceSelector:
+    """DeKD's entropy selector, made to spread a query round's answers over
+    the student's states: one answer per cluster of near-alike texts among
+    the `prefilter`·k most uncertain (`DiverseEntropySelector`).
+
+    prefilter (float): Candidates per selected row, the most uncertain; 1 is
+        the entropy selector.
+    iterations (int): k-means steps at most.
+    seed (int): Seeds the k-means++ draws.
+    """
+    return DiverseEntropySelector(ratio, prefilter, iterations, seed)
 
 
 @registry.dekd_selectors("spacy-dekd.LeastConfidenceSelector.v1")

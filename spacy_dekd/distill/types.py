@@ -47,8 +47,26 @@ class ChunkSelector(Protocol):
         """
 
 
-# A query round's student logits: all rows, the rows in chunks, or none.
-Logits = Union[None, torch.Tensor, Iterable[torch.Tensor]]
+@runtime_checkable
+class StateSelector(Protocol):
+    """A selector that reads, in a query round, each candidate's state in
+    the student (its last layer's first-token state) besides its logits:
+    to spread the answers over texts unlike each other.
+    """
+
+    reads_states: bool
+
+    def select_states(
+        self, chunks: Iterable[Tuple[torch.Tensor, torch.Tensor]], k: int, *, multilabel: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Chunks of ((n_i, C) logits, (n_i, d) states), in order → the
+        ascending indices of the k rows it keeps, and those rows' logits.
+        """
+
+
+# A query round's student logits: all rows, the rows in chunks (pairs of
+# logits and states, for a `StateSelector`), or none.
+Logits = Union[None, torch.Tensor, Iterable[torch.Tensor], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
 
 
 @runtime_checkable
@@ -175,6 +193,7 @@ class Objective(Protocol):
     needs_assistant_hidden_states: bool
     uses_assistant: bool
     reads_logits: bool  # whether selection reads the student's predictions
+    reads_states: bool  # and its states (a `StateSelector`), in a query round
     mc_dropout_samples: int  # extra dropout passes per answer (an uncertainty per row)
     feedback_size: int  # dev examples whose loss it hears after each step
     multilabel: bool

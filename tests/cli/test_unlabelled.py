@@ -26,6 +26,7 @@ SELECTORS = {
     "least_confidence": {"@dekd_selectors": "spacy-dekd.LeastConfidenceSelector.v1", "ratio": 0.5},
     "random": {"@dekd_selectors": "spacy-dekd.RandomSelector.v1", "ratio": 0.5, "seed": 1},
     "all": {"@dekd_selectors": "spacy-dekd.AllSelector.v1", "seed": 1},
+    "diverse": {"@dekd_selectors": "spacy-dekd.DiverseEntropySelector.v1", "ratio": 0.5, "seed": 1},
 }
 
 
@@ -123,8 +124,8 @@ def test_entropy_rounds_ask_about_the_texts_the_student_is_unsure_of(models, toy
     original_predict = loop_module.predict
     original_round = loop_module.query_round
 
-    def predict(run, examples, batch_size=1024):
-        chunks = list(original_predict(run, examples, batch_size))
+    def predict(run, examples, batch_size=1024, **kwargs):
+        chunks = list(original_predict(run, examples, batch_size, **kwargs))
         logits = torch.cat(chunks)
         entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
         scored.append(examples[int(entropy.argmax())].text)
@@ -144,6 +145,38 @@ def test_entropy_rounds_ask_about_the_texts_the_student_is_unsure_of(models, toy
     over["distillation.teacher_budget"] = 41 / 240
     distill(str(models["teacher"]), config_with(tmp_path, teacher_only=True), tmp_path / "out", overrides=over)
     assert asked == [[scored[0]]]
+
+
+@pytest.mark.parametrize("selector", ["entropy", "diverse"])
+def test_a_diverse_round_asks_once_about_copies_of_a_text(models, toy_data, texts, tmp_path, monkeypatch, selector):
+    # A pool of 50 texts, each 4 times: the round may ask 12. Entropy asks
+    # about the copies of the few texts the student is least sure of; the
+    # diverse selector (4 candidates an answer: 12 texts' copies) about 12
+    # different texts.
+    pool = tmp_path / "copies.txt"
+    lines = [row["text"] for row in toy_rows(50, seed=9)]
+    pool.write_text("".join(line + "\n" for line in lines * 4), encoding="utf8")
+    seen = count_forwards(monkeypatch)
+    asked = []
+    original_round = loop_module.query_round
+
+    def query_round(run, epoch):
+        before = len(seen["teacher"])
+        original_round(run, epoch)
+        asked.extend(seen["teacher"][before:])
+
+    monkeypatch.setattr(loop_module, "query_round", query_round)
+    over = unlabelled_overrides(toy_data, models, texts, **{"distillation.max_epochs": 2, "paths.unlabeled": str(pool)})
+    over["distillation.objective.alignment_weight"] = 0
+    # 40 labelled examples asked over two epochs, 12 for the round.
+    over["distillation.teacher_budget"] = 52 / 240
+    cfg = config_with(tmp_path, selector=selector, teacher_only=True)
+    distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=over)
+    assert len(asked) == 12
+    if selector == "diverse":
+        assert len(set(asked)) == 12
+    else:
+        assert len(set(asked)) <= 6
 
 
 def test_a_dataset_corpus_without_a_label_column_is_unlabelled_text(tmp_path):
@@ -214,7 +247,7 @@ def test_resume_keeps_what_the_rounds_answered(models, toy_data, texts, tmp_path
     assert state["rounds_done"] == 2
 
 
-@pytest.mark.parametrize("selector", ["entropy", "random"])
+@pytest.mark.parametrize("selector", ["entropy", "random", "diverse"])
 def test_a_run_killed_in_the_middle_of_a_round_resumes_bit_identical(models, toy_data, texts, tmp_path, monkeypatch, selector):
     # The teacher answers a round 8 texts at a time; the kill comes at its
     # third call of the second round: the round's student pass is done and

@@ -11,6 +11,7 @@ from spacy_dekd.distill.selectors import (
     joined,
     least_confidence_score,
     make_assistant_only_router_v1,
+    make_diverse_entropy_selector_v1,
     make_entropy_layer_selector_v1,
     make_entropy_selector_v1,
     make_entropy_split_router_v1,
@@ -201,3 +202,61 @@ def test_a_selector_that_reads_no_logits_draws_over_a_view_of_one_row():
     kept, rows = make_random_selector_v1(0.5, seed=3).select_chunks([view], 20)
     dense = make_random_selector_v1(0.5, seed=3).select_chunks([torch.zeros((n, 2))], 20)
     assert torch.equal(kept, dense[0]) and rows.shape == (20, 2)
+
+
+def planted_groups(n_groups, size, dim=16, seed=0):
+    """`size` copies of each of `n_groups` texts, as a text and its variants:
+    one state a group and logits a little apart; row i is of group i % n_groups."""
+    generator = torch.Generator().manual_seed(seed)
+    states = torch.randn(n_groups, dim, generator=generator).repeat(size, 1)
+    logits = torch.randn(n_groups, 2, generator=generator).repeat(size, 1)
+    return logits + 0.01 * torch.randn(logits.shape, generator=generator), states
+
+
+def test_diverse_entropy_keeps_one_row_of_each_group_of_near_duplicates():
+    logits, states = planted_groups(n_groups=30, size=4)
+    k = 10
+    entropy = make_entropy_selector_v1(0.5)(logits, k=k)
+    kept, rows = make_diverse_entropy_selector_v1(prefilter=8.0, seed=1).select_states([(logits, states)], k)
+    groups = (kept % 30).tolist()
+    assert len(set(groups)) == k == len(kept)
+    assert torch.equal(rows, logits[kept])
+    # Each kept row is its group's most uncertain of the candidates.
+    scores = entropy_score(logits)
+    for row in kept.tolist():
+        members = torch.arange(row % 30, 120, 30)
+        assert scores[row] == scores[members].max()
+    # Entropy alone spends its answers on the copies of a few texts.
+    assert len(set((entropy % 30).tolist())) <= k // 4 + 1
+
+
+def test_diverse_entropy_with_one_candidate_a_row_is_the_entropy_selector():
+    generator = torch.Generator().manual_seed(4)
+    logits, states = torch.randn(500, 3, generator=generator), torch.randn(500, 8, generator=generator)
+    kept, _ = make_diverse_entropy_selector_v1(prefilter=1.0).select_states([(logits, states)], 40)
+    assert torch.equal(kept, make_entropy_selector_v1(0.5)(logits, k=40))
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 1000])
+def test_diverse_entropy_over_chunks_keeps_what_the_whole_pool_keeps(chunk):
+    generator = torch.Generator().manual_seed(chunk)
+    logits = (torch.randn(1000, 2, generator=generator) * 4).round() / 4  # many ties
+    states = torch.randn(1000, 8, generator=generator)
+    whole = make_diverse_entropy_selector_v1(seed=3).select_states([(logits, states)], 50)
+    pieces = list(zip(logits.split(chunk), states.split(chunk)))
+    kept, rows = make_diverse_entropy_selector_v1(seed=3).select_states(pieces, 50)
+    assert torch.equal(kept, whole[0]) and torch.equal(rows, whole[1])
+    assert kept.tolist() == sorted(set(kept.tolist())) and len(kept) == 50
+
+
+@pytest.mark.parametrize("n_distinct,k", [(3, 10), (1, 5), (50, 49)])
+def test_diverse_entropy_keeps_k_rows_when_states_are_fewer_than_clusters(n_distinct, k):
+    logits, states = planted_groups(n_groups=n_distinct, size=60 // n_distinct + 1)
+    kept, _ = make_diverse_entropy_selector_v1(prefilter=2.0).select_states([(logits, states)], k)
+    assert len(kept) == k == len(set(kept.tolist()))
+
+
+@pytest.mark.parametrize("arg,value", [("prefilter", 0.5), ("iterations", -1), ("ratio", 0.0)])
+def test_diverse_entropy_refuses_bad_settings(arg, value):
+    with pytest.raises(ValueError, match=arg if arg != "ratio" else "ratio"):
+        make_diverse_entropy_selector_v1(**{arg: value})
