@@ -8,6 +8,7 @@ from spacy_dekd.distill.losses import make_cross_entropy_v1, make_kl_divergence_
 from spacy_dekd.distill.rounds import QueryRounds, labelled_need
 from spacy_dekd.distill.selectors import (
     make_all_selector_v1,
+    make_diverse_entropy_selector_v1,
     make_entropy_selector_v1,
     make_entropy_split_router_v1,
     make_teacher_only_router_v1,
@@ -86,3 +87,14 @@ def test_a_pool_sample_is_a_seeded_draw_of_unanswered_texts():
     assert not set(rounds.candidates(1).tolist()) & set(first[:40].tolist())  # answered texts are not drawn again
     small = QueryRounds.create(n_labelled=0, n_unlabelled=50, n_epochs=2, pool_budget=None, sample=100)
     assert torch.equal(small.candidates(0), small.unanswered())  # a sample larger than the pool is the pool
+
+
+@pytest.mark.parametrize("n,allowance", [(0, 5), (40, 5), (40, 0)])
+def test_a_round_that_reads_states_is_handed_logits_and_states(n, allowance):
+    # The split router takes the most certain half of the k kept rows: 5 of 10.
+    obj = objective(make_diverse_entropy_selector_v1(0.5), make_entropy_split_router_v1())
+    assert obj.reads_states and obj.reads_logits
+    chunks = [(torch.randn(n, 2), torch.randn(n, 8))] if n else None  # none for a round with no candidates
+    to_teacher, to_assistant = obj.select_queries(chunks, n, allowance)
+    assert len(to_teacher) == (min(allowance, n // 2) if n else 0) and len(to_assistant) == len(to_teacher)
+    assert not objective(make_entropy_selector_v1(0.5), make_entropy_split_router_v1()).reads_states
