@@ -26,6 +26,7 @@ import spacy
 
 from spacy_dekd.augment import WORD, embedding_neighbours, variants
 from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.files import OutputError, check_output
 
 
 def read_texts(path: Path, text_field: str) -> List[str]:
@@ -57,8 +58,10 @@ def main(argv: List[str]) -> int:
     if args.n < 1 or not all(0 <= p <= 1 for p in (args.substitute, args.drop, args.swap)):
         print("✘ --n must be at least 1, and --substitute, --drop and --swap probabilities in [0, 1].", file=sys.stderr)
         return 1
-    if args.output.resolve() in {p.resolve() for p in args.inputs}:
-        print(f"✘ --output {args.output} is one of the inputs: write the variants to a file of their own.", file=sys.stderr)
+    try:
+        check_output(args.output, [*args.inputs, *args.copy, args.model], folder=False, option="--output")
+    except OutputError as err:
+        print(f"✘ {err}", file=sys.stderr)
         return 1
     copies = [args.output.parent / p.name for p in args.copy]
     clashes = [str(p) for p, to in zip(args.copy, copies) if to == args.output or to.resolve() == p.resolve()]

@@ -1,9 +1,51 @@
-"""Files: what spacy-dekd writes is left as `spacy train` leaves its files,
-and what it reads as text is checked to be text."""
+"""Files: where spacy-dekd may write, how it replaces what was there, and
+what it reads as text is checked to be text. What it writes is left as
+`spacy train` leaves its files."""
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, List, Mapping, Optional, Union
+
+
+class OutputError(Exception):
+    """The output cannot be written as asked; the message is one line."""
+
+
+def check_output(
+    output: Path, inputs: Iterable[Union[str, Path, None]] = (), *, folder: bool = True, option: str = "output"
+) -> None:
+    """Refuse, before the first step, an output whose writing would lose
+    something the user has or could not be done: one of the inputs, a
+    folder that holds an input, a path inside an input folder, a file where
+    a folder is written (or a folder where a file is), a path under a file,
+    or a folder one cannot write into.
+
+    inputs: What the command reads; names that are not paths (an installed
+        package, a hub id) and None are passed over.
+    folder: Whether the output is a folder (replaced or filled) or one file.
+    option: How the command names the output in its usage, for the message.
+    RAISES OutputError: The one-line reason and what to do.
+    """
+    target = output.resolve()
+    for item in inputs:
+        if item is None or not Path(item).exists():
+            continue
+        source = Path(item).resolve()
+        if source == target:
+            raise OutputError(f"The {option} '{output}' is one of the inputs: writing it would replace '{item}'; choose another path.")
+        if folder and target in source.parents:
+            raise OutputError(f"The {option} '{output}' holds the input '{item}': writing it could replace it; choose another folder.")
+        if source in target.parents:
+            raise OutputError(f"The {option} '{output}' is inside the input '{item}': write it somewhere of its own.")
+    if output.exists() and folder and not output.is_dir():
+        raise OutputError(f"The {option} '{output}' is a file: a folder is written there; choose another path, or move the file.")
+    if output.is_dir() and not folder:
+        raise OutputError(f"The {option} '{output}' is a folder: a file is written there; name a file.")
+    parent = next((p for p in [*([output] if folder else []), *output.absolute().parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"Cannot create '{output}': '{parent}' is a file, not a directory.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write into '{parent}' (permission denied): choose another {option}.")
 
 
 def make_readable(path: Path) -> None:
@@ -14,6 +56,27 @@ def make_readable(path: Path) -> None:
     os.umask(umask)
     for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
         item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def config_inputs(config: Mapping[str, Any]) -> List[str]:
+    """The files and folders an (interpolated) config reads: every value in
+    [paths], and each `path` or `name` setting of its blocks that is a path
+    on disk (a corpus, an encoder folder).
+    """
+    found: List[str] = []
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, Mapping):
+            for name, value in node.items():
+                walk(value, name)
+        elif isinstance(node, str) and key in ("path", "name") and Path(node).exists():
+            found.append(node)
+
+    found.extend(str(value) for value in config.get("paths", {}).values() if isinstance(value, (str, Path)) and Path(value).exists())
+    for section, node in config.items():
+        if section != "paths":
+            walk(node)
+    return found
 
 
 def replace_folder(new: Path, output: Path) -> None:

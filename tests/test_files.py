@@ -1,5 +1,9 @@
-"""Whole-folder replacement (spacy_dekd/files.py)."""
-from spacy_dekd.files import replace_folder
+"""Where spacy-dekd may write, and whole-folder replacement (spacy_dekd/files.py)."""
+import os
+
+import pytest
+
+from spacy_dekd.files import OutputError, check_output, config_inputs, replace_folder
 
 
 def test_replace_folder_puts_the_new_folder_in_place_of_the_old(tmp_path):
@@ -15,3 +19,53 @@ def test_replace_folder_puts_the_new_folder_in_place_of_the_old(tmp_path):
     replace_folder(again, out)  # the old folder goes, none of its files stay
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_check_output_refuses_what_writing_would_lose(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\n", encoding="utf8")
+    pipeline = tmp_path / "pipeline"
+    (pipeline / "textcat").mkdir(parents=True)
+    inputs = [data, pipeline, "en_core_web_sm", None]  # a package name and None are passed over
+    cases = {
+        data: "is one of the inputs",  # the training csv as the output
+        pipeline: "is one of the inputs",  # quantize PIPE PIPE
+        tmp_path: "holds the input",  # replacing it would take the inputs with it
+        pipeline / "int8": "is inside the input",
+    }
+    for output, expected in cases.items():
+        with pytest.raises(OutputError, match=expected):
+            check_output(output, inputs)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine", encoding="utf8")
+    with pytest.raises(OutputError, match="'.*notes.txt' is a file: a folder is written there"):
+        check_output(notes, inputs)
+    with pytest.raises(OutputError, match="is a file, not a directory"):
+        check_output(notes / "teacher", inputs)
+    with pytest.raises(OutputError, match="is a folder: a file is written there"):
+        check_output(tmp_path / "pipeline" / "textcat", [], folder=False)
+    # What may be written: a new folder beside the inputs, a file over an old file.
+    check_output(tmp_path / "teacher", inputs)
+    check_output(notes, [data], folder=False)
+    assert notes.read_text(encoding="utf8") == "mine"
+
+
+def test_check_output_names_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path / "ro") else real(path, mode))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(OutputError, match=r"Cannot write into '.*ro' \(permission denied\): choose another --output"):
+        check_output(tmp_path / "ro" / "out", option="--output")
+
+
+def test_config_inputs_are_the_paths_a_config_reads(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n", encoding="utf8")
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    config = {
+        "paths": {"train": str(train), "dev": str(tmp_path / "missing.csv"), "vectors": None},
+        "corpora": {"train": {"path": str(train), "text_field": "text"}},
+        "components": {"textcat": {"factory": "textcat", "model": {"name": str(encoder)}}},
+    }
+    assert sorted(set(config_inputs(config))) == sorted([str(train), str(encoder)])

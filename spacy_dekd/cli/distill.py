@@ -28,10 +28,10 @@ from spacy.cli._util import (
 from thinc.api import fix_random_seed, set_gpu_allocator
 from wasabi import color, msg
 
-from ..distill.checkpoint import OutputError, check_writable
 from ..distill.parallel import LaunchError, World, init_world
 from ..distill.trainer import resolve_distillation
 from ..errors import DistillationError, Errors, fail
+from ..files import OutputError, check_output, config_inputs
 
 DISTILL_HELP = """Distil a trained teacher pipeline into a smaller student with DeKD
 (or any objective of spacy_dekd's registries). The student config has a
@@ -118,7 +118,8 @@ def distill(
         raise DistillationError(Errors.D003.format(student_config_path=student_config_path))
     if output_path is not None:
         try:
-            check_writable(output_path)
+            inputs = [teacher_path, student_config_path, assistant_path, *config_inputs(_interpolated(config))]
+            check_output(output_path, inputs, option="--output")
         except OutputError as err:
             raise DistillationError(str(err)) from err
     allocator = config.get("system", {}).get("gpu_allocator")
@@ -162,6 +163,16 @@ def follow_teacher_lengths(config: Dict[str, Any], teacher: Any) -> None:
         if not length:
             raise DistillationError(Errors.D004.format(student_name=student_name, teacher_name=teacher_name))
         model["max_length"] = length
+
+
+def _interpolated(config: Any) -> Any:
+    """The config with its variables filled in where it can be; as it is
+    where it cannot (the validation after names the problem).
+    """
+    try:
+        return config.interpolate()
+    except Exception:  # confection raises several kinds for a bad variable
+        return config
 
 
 def _load(path: str, role: str) -> Any:

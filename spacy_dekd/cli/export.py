@@ -9,7 +9,6 @@ all is written and checked: a failure leaves no half-written folder.
 """
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from spacy.language import Language
 from wasabi import msg
 
 from ..errors import fail
-from ..files import make_readable, replace_folder
+from ..files import OutputError, check_output, make_readable, replace_folder
 from ..models.classifier import SETTINGS_NAME, TransformerClassifierShim
 from ..models.hf import export_hf
 from ..models.onnx_model import ONNX_NAME, OnnxError, export_fused, export_onnx, input_names, quantize_int8, require_onnx
@@ -145,7 +144,7 @@ def textcat_export(pipeline: str, output: Path, *, fmt: str = "hf", component: O
         the largest logit difference from torch.
     """
     exporter = _exporter(fmt)
-    _check_output(output, force)
+    _check_output(output, pipeline, force)
     exporter.check()
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
@@ -187,7 +186,7 @@ def textcat_quantize(
     """
     if threads < 0:
         raise ExportError(f"--threads must be 0 (every core) or more, got {threads}.")
-    _check_output(output, force)
+    _check_output(output, pipeline, force)
     require_onnx(export=True)
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
@@ -259,13 +258,18 @@ def _argmax_agreement(torch_nlp: Language, onnx_nlp: Language, name: str) -> flo
     return float((numpy.asarray(expected).argmax(1) == numpy.asarray(got).argmax(1)).mean())
 
 
-def _check_output(output: Path, force: bool) -> None:
+def _check_output(output: Path, pipeline: str, force: bool) -> None:
+    """The output neither is, holds nor lies in the pipeline it is made
+    from, and replaces a folder only with --force.
+    """
+    try:
+        check_output(output, [pipeline])
+    except OutputError as err:
+        raise ExportError(str(err)) from err
     if output.exists() and not force:
         raise ExportError(f"The output '{output}' exists: choose a new folder, or pass --force to replace it.")
     if not output.parent.exists():
         raise ExportError(f"The folder '{output.parent}' for the output does not exist: create it first.")
-    if not os.access(output.parent, os.W_OK | os.X_OK):
-        raise ExportError(f"Cannot write into '{output.parent}' (permission denied): choose an output in a folder you can write to.")
 
 
 @contextlib.contextmanager

@@ -26,15 +26,13 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy
 import torch
 
+from ..files import OutputError
+
 COMMIT = "commit.json"
 LOCK = ".lock"
 # Distillation settings a resumed run may change: they say how long to
 # train and how often to evaluate, not what.
 RESUMABLE = ("max_steps", "max_epochs", "eval_frequency")
-
-
-class OutputError(Exception):
-    """The output folder cannot be used as asked; the message is one line."""
 
 
 def staged(path: Path) -> Path:
@@ -164,19 +162,6 @@ def _alive(pid: int, started: Optional[str] = None) -> bool:
         pass
     now = _start_time(pid)
     return started is None or now is None or now == started
-
-
-def check_writable(output: Path) -> None:
-    """Fail now, not at the first evaluation, when `output` cannot be made
-    or written to.
-    """
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"Output path '{output}' exists and is not a directory: choose another --output.")
-    parent = next((p for p in [output, *output.parents] if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f"Cannot create '{output}': '{parent}' is a file, not a directory.")
-    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"Cannot write to '{parent}': permission denied; choose another --output.")
 
 
 # Random states: what an exact resume needs besides weights and optimizer.

@@ -229,3 +229,23 @@ def test_force_replaces_an_existing_output(pipeline, tmp_path):
         textcat_export(str(pipeline), out)
     textcat_export(str(pipeline), out, force=True)
     assert not (out / "old.txt").exists() and (out / "modeling_spacy_dekd.py").exists()
+
+
+def test_an_output_that_would_lose_the_pipeline_is_refused(pipeline, tmp_path):
+    """quantize PIPE PIPE --force once replaced the float pipeline with its
+    int8 copy; an output inside the pipeline, or under a file, is refused too."""
+    before = {p: p.read_bytes() for p in sorted(pipeline.rglob("*")) if p.is_file()}
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    cases = [
+        (textcat_quantize, pipeline, "is one of the inputs"),
+        (textcat_quantize, pipeline / "int8", "is inside the input"),
+        (textcat_export, pipeline.parent, "holds the input"),
+        (textcat_export, notes, "is a file: a folder is written there"),
+        (textcat_export, notes / "hf", "is a file, not a directory"),
+    ]
+    for job, output, message in cases:
+        with pytest.raises(ExportError, match=message):
+            job(str(pipeline), output, force=True)
+    assert {p: p.read_bytes() for p in sorted(pipeline.rglob("*")) if p.is_file()} == before
+    assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
