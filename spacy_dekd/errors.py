@@ -65,6 +65,11 @@ class Errors(metaclass=ErrorsWithCodes):
         'The loss is not finite at step {step} ({values}): lower the learning rate or the loss '
         'weights; checkpoints written so far are intact.'
     )
+    D040 = (
+        'The unlabelled text {err}: its texts are read from disk where they were when the run '
+        'started. Put the file back as it was and --resume, or start a new --output with the new '
+        'file; what earlier evaluations wrote is intact.'
+    )
 
     # distill/output.py
     D013 = '--resume needs --output.'
@@ -118,6 +123,11 @@ class Errors(metaclass=ErrorsWithCodes):
         'at a file with one text per line, or set it to null.'
     )
     D034 = "Cannot read the dev corpus '{dot_name}': {err}"
+    D041 = (
+        "The unlabelled corpus '{dot_name}' reads .txt files, a text a line, and '{path}' "
+        '{found}: point it at such a file or a folder of them, or read another format with '
+        'spacy-dekd.DatasetCorpus.v1 (label_field = null).'
+    )
     D035 = "The dev corpus '{dot_name}' is empty: point [training] dev_corpus at labelled examples."
     D036 = (
         'The {role} scores at chance on the dev set (macro AUC {auc:.2f}, accuracy '

@@ -8,7 +8,9 @@ query round or a frozen model needs it, and is kept as:
 - `TextPool`, for plain text files (`spacy.PlainTextCorpus.v1` without
   length limits): the texts stay on disk, read with pread, and the pool holds
   16 bytes a text (where each line starts and ends), found in one streaming pass that
-  also checks the encoding, skips blank lines and hashes the files;
+  also checks the encoding, skips blank lines and hashes the files. A file
+  changed on disk after that pass would be read at the old places:
+  `check_unchanged` (at each epoch and query round) stops the run instead;
 - a list of texts (and sentence pairs), for any other reader, read through
   it once: the size of the text.
 """
@@ -41,11 +43,15 @@ class TextPool(Sequence[Text]):
     `fingerprint` holds the files' SHA-256 and the counts, for `--resume`.
     """
 
-    def __init__(self, paths: List[Path], spans: numpy.ndarray, file_ends: numpy.ndarray, fingerprint: dict) -> None:
+    def __init__(
+        self, paths: List[Path], spans: numpy.ndarray, file_ends: numpy.ndarray, fingerprint: dict,
+        stats: List[Tuple[int, int, int]],
+    ) -> None:
         self.paths = paths
         self.spans = spans  # (n, 2) int64: each text's start and end in the files laid end to end
         self.file_ends = file_ends  # (files,) where each file ends in that layout
         self.fingerprint = fingerprint
+        self.stats = stats  # each file's _stat when it was read
         self._files: List[Optional[int]] = [None] * len(paths)  # descriptors, opened when first read
 
     @classmethod
@@ -55,10 +61,11 @@ class TextPool(Sequence[Text]):
         RAISES ValueError: a file is not UTF-8 text (the line and the byte
             are named). A pool of blank lines alone is empty: the caller says so.
         """
-        starts, ends, file_ends = array("q"), array("q"), []
+        starts, ends, file_ends, stats = array("q"), array("q"), [], []
         digest, base, n_blank = hashlib.sha256(), 0, 0
         for path in paths:
             with open(path, "rb") as f:
+                stats.append(_stat(path))
                 offset = 0
                 for number, line in enumerate(f, 1):
                     digest.update(line)
@@ -74,7 +81,20 @@ class TextPool(Sequence[Text]):
             file_ends.append(base)
         fingerprint = {"texts": len(starts), "blank": n_blank, "sha256": digest.hexdigest()}
         spans = numpy.stack([numpy.frombuffer(starts, dtype=numpy.int64), numpy.frombuffer(ends, dtype=numpy.int64)], 1)
-        return cls(list(paths), spans, numpy.asarray(file_ends, dtype=numpy.int64), fingerprint)
+        return cls(list(paths), spans, numpy.asarray(file_ends, dtype=numpy.int64), fingerprint, stats)
+
+    def check_unchanged(self) -> None:
+        """RAISES ValueError: a file was rewritten, replaced or removed since
+        it was read (its size, modification time or inode differ), so the
+        places of its texts no longer hold.
+        """
+        for path, seen in zip(self.paths, self.stats):
+            try:
+                now = _stat(path)
+            except OSError:
+                raise ValueError(f"'{path}' was removed while the run read it") from None
+            if now != seen:
+                raise ValueError(f"'{path}' was changed on disk while the run read it")
 
     @property
     def n_blank(self) -> int:
@@ -103,6 +123,12 @@ class TextPool(Sequence[Text]):
         for fd in getattr(self, "_files", []):
             if fd is not None:
                 os.close(fd)
+
+
+def _stat(path: Path) -> Tuple[int, int, int]:
+    """What tells a file rewritten: its size, modification time and inode."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _check_text(line: bytes, path: Path, number: int) -> None:
@@ -164,6 +190,11 @@ class RunExamples(Sequence[Example]):
     def docs(self, ids: Sequence[int]) -> "View":
         """The docs of some ids, made as they are read."""
         return View(ids, self.doc)
+
+    def check_unchanged(self) -> None:
+        """RAISES ValueError: the pool's files changed since they were read."""
+        if isinstance(self.texts, TextPool):
+            self.texts.check_unchanged()
 
     def fingerprint(self) -> dict:
         """What `--resume` checks the corpora against: the labelled examples

@@ -69,6 +69,7 @@ def train_while_distilling(run: Run, state: DistillState) -> Iterator[Tuple[Opti
     # A run resumed from its last step has no step left to take.
     stop = bool(T["max_steps"]) and state.step >= T["max_steps"]
     while not stop and state.epoch < T["max_epochs"]:
+        check_pool(run)
         if run.rounds is not None and run.rounds.round_of(state.epoch) == state.rounds_done:
             query_round(run, state.epoch)
             state.rounds_done += 1
@@ -85,6 +86,7 @@ def train_while_distilling(run: Run, state: DistillState) -> Iterator[Tuple[Opti
             if T.get("after_step"):
                 T["after_step"](run.nlp, state.history[-1])
             if state.step % T["eval_frequency"] == 0 or state.step == run.total_steps:
+                check_pool(run)  # before a student that read a changed file is saved
                 yield (batch_ids, *evaluate(run, state, started))
             else:
                 yield batch_ids, None, False
@@ -98,6 +100,16 @@ def train_while_distilling(run: Run, state: DistillState) -> Iterator[Tuple[Opti
         # The epochs ran out before max_steps: score and save the last step too.
         yield (None, *evaluate(run, state, started))
     state.elapsed = time.perf_counter() - started
+
+
+def check_pool(run: Run) -> None:
+    """Stop the run where the pool's files changed on disk since they were
+    read: their texts would be read at the old places.
+    """
+    try:
+        run.examples.check_unchanged()
+    except ValueError as err:
+        raise DistillationError(Errors.D040.format(err=err)) from err
 
 
 def step(run: Run, batch_ids: List[int], step: int) -> Tuple[LossTerms, int]:

@@ -8,6 +8,7 @@ Nothing here writes to the output folder.
 """
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -280,8 +281,13 @@ def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -
         return []
     reader = _corpus(nlp, dot_name)
     if isinstance(reader, PlainTextCorpus) and reader.min_length < 1 and reader.max_length < 1:
+        files = walk_corpus(reader.path, ".txt")
+        if not files:
+            path = Path(reader.path)
+            found = "holds no .txt file" if path.is_dir() else "is not a .txt file" if path.exists() else "does not exist"
+            raise DistillationError(Errors.D041.format(dot_name=dot_name, path=path, found=found))
         try:
-            pool = TextPool.read(walk_corpus(reader.path, ".txt"))
+            pool = TextPool.read(files)
         except (OSError, ValueError) as err:
             raise DistillationError(Errors.D031.format(dot_name=dot_name, err=first_line(err))) from err
         texts, n_blank, n_labelled = pool, pool.n_blank, 0

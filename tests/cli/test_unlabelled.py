@@ -347,6 +347,45 @@ def test_a_pool_that_changes_under_resume_is_refused(models, toy_data, texts, tm
         distill(str(models["teacher"]), cfg, tmp_path / "out", assistant_path=str(models["assistant"]), overrides=over, resume=True)
 
 
+def test_a_pool_rewritten_while_the_run_reads_it_stops_the_run(models, toy_data, texts, tmp_path):
+    """The pool file rewritten after its first evaluation: the run stops in
+    one line at the next check, and the evaluation saved before stays whole."""
+    pool = tmp_path / "pool.txt"
+    pool.write_bytes(texts["unlabelled"].read_bytes())
+
+    @spacy.registry.callbacks("test.rewrite_pool.v1")
+    def rewrite_pool():
+        def after_step(nlp, record):
+            if record["step"] == 3:
+                pool.write_text("".join(row["text"][::-1] + "\n" for row in toy_rows(50, seed=3)), encoding="utf8")
+        return after_step
+
+    over = unlabelled_overrides(toy_data, models, texts, **{
+        "paths.unlabeled": str(pool), "distillation.max_steps": 6, "distillation.eval_frequency": 2,
+        "distillation.after_step": {"@callbacks": "test.rewrite_pool.v1"},
+    })
+    out = tmp_path / "out"
+    with pytest.raises(DistillationError, match=r"\[D040\] The unlabelled text '.*pool.txt' was changed on disk while the run read it"):
+        distill(str(models["teacher"]), config_with(tmp_path, teacher_only=True), out, overrides=over)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["history"][-1]["step"] == 2  # saved before the file changed, nothing after
+    assert spacy.load(out / "model-last").get_pipe("textcat").labels == ("negative", "positive")
+
+
+@pytest.mark.parametrize("name,found", [("pool.csv", "is not a .txt file"), ("folder", "holds no .txt file"), ("none.txt.gz", "does not exist")])
+def test_a_pool_that_is_not_text_files_is_named_so(models, toy_data, texts, tmp_path, name, found):
+    path = tmp_path / name
+    if name == "folder":
+        path.mkdir()
+        (path / "pool.csv").write_text("text\na film\n", encoding="utf8")
+    elif name.endswith(".csv"):
+        path.write_text("text\na film\n", encoding="utf8")
+    over = unlabelled_overrides(toy_data, models, texts, **{"paths.unlabeled": str(path)})
+    with pytest.raises(DistillationError, match=f"reads .txt files, a text a line, and '.*{name}' {found}"):
+        distill(str(models["teacher"]), config_with(tmp_path, teacher_only=True), tmp_path / "out", overrides=over)
+    assert not (tmp_path / "out").exists()
+
+
 def peak_rss_mib(args):
     """Peak RSS of one `python -m spacy ...` process, from wait4."""
     proc = subprocess.Popen([sys.executable, "-m", "spacy", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
