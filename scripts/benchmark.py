@@ -5,7 +5,8 @@ Each pipeline runs `nlp.pipe` over the same texts: a warm-up, then
 each counts. Words/s counts spaCy tokens. Prints a
 table with the ratio of each pipeline's words/s to the first one's, and the
 spread of that ratio over the rounds (each round's pass against the first
-pipeline's pass of the same round: median [min-max]). `--rotate` turns the
+pipeline's pass of the same round: median [min-max]). Pipelines of
+spaCy's own components (a `textcat` student) are timed the same way. `--rotate` turns the
 order every round, so that each pipeline follows each other one; `--pause`
 sleeps between passes, so that one pipeline's threads have parked before the
 next one runs.
@@ -20,12 +21,13 @@ import sys
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import spacy
 from spacy.tokens import DocBin
 
 from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.files import OutputError, check_output
 
 from evaluate import named_pipelines  # scripts/ is on the path
 
@@ -34,12 +36,17 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def describe(nlp) -> Dict[str, int]:
+def describe(nlp) -> Dict[str, Any]:
     """Layers, width and parameters of the pipeline's transformer_textcat:
     from its torch module, or, for a quantized pipeline, from what the
-    export recorded.
+    export recorded; for a pipeline of spaCy's own components, the
+    parameters of their thinc models (layers and width None).
     """
-    pipe = next(pipe for _, pipe in nlp.pipeline if hasattr(pipe, "shim"))
+    pipe = next((pipe for _, pipe in nlp.pipeline if hasattr(pipe, "shim")), None)
+    if pipe is None:
+        nodes = {node.id: node for _, component in nlp.pipeline if hasattr(component, "model") for node in component.model.walk()}
+        n = sum(node.get_param(name).size for node in nodes.values() for name in node.param_names if node.has_param(name))
+        return {"layers": None, "width": None, "parameters": int(n)}
     module = pipe.shim.module
     if module is None:
         info = pipe.shim.info
@@ -66,19 +73,39 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep before each pass")
     parser.add_argument("--gpu-id", type=int, default=-1)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("-V", "--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    try:
+        return benchmark(args)
+    except (OSError, ValueError, OutputError) as err:
+        if args.verbose:
+            raise
+        print(f"✘ {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+def read_texts(data: Path, text_field: str) -> List[str]:
+    if data.suffix == ".spacy":
+        return [doc.text for doc in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)]
+    corpus = DatasetCorpus(data, text_field=text_field, label_field=None)
+    return [eg.reference.text for eg in corpus(spacy.blank("en"))]
+
+
+def benchmark(args: argparse.Namespace) -> int:
     named, error = named_pipelines(args.pipelines)
     if error:
-        print(f"✘ {error}", file=sys.stderr)
-        return 1
+        raise ValueError(error)
+    if not named:
+        raise ValueError(f"Nothing to benchmark: no pipeline is at the paths given ({', '.join(args.pipelines)}).")
+    if args.output is not None:
+        check_output(args.output, [args.data, *(path for _, path in named)], folder=False, option="--output")
+    if not args.data.exists():
+        raise ValueError(f"No file at '{args.data}': pass the test set (a .spacy, csv, tsv, json(l) or parquet file).")
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
-    if args.data.suffix == ".spacy":
-        texts = [doc.text for doc in DocBin().from_disk(args.data).get_docs(spacy.blank("en").vocab)]
-    else:
-        corpus = DatasetCorpus(args.data, text_field=args.text_field, label_field=None)
-        texts = [eg.reference.text for eg in corpus(spacy.blank("en"))]
-    texts = texts[: args.n_texts]
+    texts = [text for text in read_texts(args.data, args.text_field) if text.strip()][: args.n_texts]
+    if not texts:
+        raise ValueError(f"'{args.data}' holds no text to time: pass the test set.")
     pipelines = {}
     results: Dict[str, Dict] = {}
     for name, path in named:
@@ -109,12 +136,14 @@ def main(argv: List[str]) -> int:
     print("\n| pipeline | layers | parameters | size on disk | words/s | speed-up | per round |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["speedup"] = r["words_per_second"] / reference
-        print(f"| {name} | {r['layers']} | {r['parameters'] / 1e6:.1f} M | {r['size_mb']:.0f} MB | "
+        print(f"| {name} | {r['layers'] or '-'} | {r['parameters'] / 1e6:.1f} M | {r['size_mb']:.0f} MB | "
               f"{r['words_per_second']:.0f} | {r['speedup']:.2f}× | "
               f"{r['round_speedup']['median']:.2f}× [{r['round_speedup']['min']:.2f}-{r['round_speedup']['max']:.2f}] |")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"texts": len(texts), "results": results}, indent=2))
+        partial = args.output.with_name(args.output.name + ".partial")
+        partial.write_text(json.dumps({"texts": len(texts), "results": results}, indent=2))
+        partial.replace(args.output)
     return 0
 
 

@@ -23,18 +23,21 @@ evaluations, and never fewer than MIN_STEPS) bring no better dev score.
 best. Imbalanced classes are weighed in the loss by the config's
 `class_weights = "balanced"`.
 
-`spacy train` writes into a sibling folder, OUTPUT.partial; only a run that
-ends replaces OUTPUT, whole, so a run stopped or failed halfway leaves the
-teacher trained before it as it was. Then it scores model-best on dev once,
-writes the scores and a fingerprint of the dev data into its meta.json (`spacy distill` reuses them
-instead of scoring the teacher again), and stops with an error when the
-teacher is not worth distilling: within 2 points of always answering the
-majority class, or a class it (almost) never predicts. `--check false`
-keeps it anyway.
+`spacy train` writes into a sibling folder, OUTPUT.partial. When it ends,
+model-best is scored on dev once, the scores and a fingerprint of the dev
+data go into its meta.json (`spacy distill` reuses them instead of scoring
+the teacher again), and the new teacher is judged: one not worth distilling
+(within 2 points of always answering the majority class, or below it, or a
+class it (almost) never predicts) is moved to OUTPUT.rejected and the script
+stops with an error; `--check false` keeps it anyway. Only a teacher that
+passes replaces OUTPUT, whole: a run stopped, failed or rejected leaves the
+teacher trained before it as it was. OUTPUT must be a new folder or one
+`spacy train` wrote (model-best/, model-last/), and none of the inputs.
 """
 import argparse
 import math
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -55,13 +58,15 @@ from spacy_dekd.distill.teacher_check import (
     record_dev_scores,
     weak_teacher,
 )
-from spacy_dekd.files import replace_folder
+from spacy_dekd.files import OutputError, check_output, config_inputs, replace_folder
 
 MIN_STEPS = 100
 MAX_EPOCHS = 4
 PATIENCE_EVALS = 2
 LENGTH_COVER = 0.95
 LENGTH_CAP = 256
+# What `spacy train --output` writes: a folder holding anything else is not a teacher's.
+TEACHER_PARTS = {"model-best", "model-last"}
 
 
 class DataError(Exception):
@@ -94,12 +99,21 @@ def read_corpora(config: Any) -> Tuple[List[Example], List[Example]]:
     return list(train(nlp)), list(dev(nlp))
 
 
-def describe_classes(name: str, examples: Sequence[Example]) -> Counter:
-    """Count the gold classes and say so in one line."""
+def describe_classes(name: str, examples: Sequence[Example], text_field: str) -> Counter:
+    """Count the gold classes and the empty texts and say so in one line.
+    RAISES DataError: Half the texts or more are empty.
+    """
     counts = Counter(gold_classes(examples))
     n = sum(counts.values())
     shares = ", ".join(f"{count} {label} ({count / n:.0%})" for label, count in counts.most_common())
-    print(f"ℹ {name}: {len(examples)} texts: {shares}")
+    n_empty = sum(not eg.text.strip() for eg in examples)
+    empty = f"; {n_empty} empty, they teach nothing" if n_empty else ""
+    print(f"ℹ {name}: {len(examples)} texts: {shares}{empty}")
+    if examples and 2 * n_empty >= len(examples):
+        raise DataError(
+            f"{n_empty} of the {len(examples)} texts of the {name.lower()} are empty: check the text column "
+            f"'{text_field}' (--vars.text_field) and the file."
+        )
     return counts
 
 
@@ -151,6 +165,42 @@ def schedule(n_rows: int, batch_size: int, epochs: float) -> Dict[str, int]:
     return {"max_steps": max_steps, "eval_frequency": every, "patience": patience, "warmup_steps": max(6, max_steps // 10)}
 
 
+def check_output_folder(output: Path, config_path: Path, config: Any) -> None:
+    """OUTPUT is replaced whole: refuse one that is an input, a file, or a
+    folder holding more than a teacher.
+    RAISES OutputError: The one-line reason.
+    """
+    check_output(output, [config_path, *config_inputs(config)])
+    other = sorted(p.name for p in output.iterdir() if p.name not in TEACHER_PARTS) if output.is_dir() else []
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise OutputError(
+            f"The output '{output}' holds files that are not a teacher's ({shown}): the teacher replaces the folder "
+            "whole; choose a new folder."
+        )
+
+
+def run_spacy_train(cmd: List[str], partial: Path) -> int:
+    """Run `spacy train` in a session of its own, so that Ctrl-C reaches
+    this script alone: it stops the run, drops OUTPUT.partial and says so.
+    """
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        code = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if code != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    return code
+
+
 def check_teacher(output: Path, config: Any, dev: List[Example]) -> Tuple[Dict[str, Any], Any]:
     """Score model-best on dev once, record it in its meta.json."""
     best = output / "model-best"
@@ -167,6 +217,14 @@ def check_teacher(output: Path, config: Any, dev: List[Example]) -> Tuple[Dict[s
 
 
 def main(argv: List[str]) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        print("✘ Interrupted: spacy train stopped, the output folder is as it was.", file=sys.stderr)
+        return 130
+
+
+def run(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("output", type=Path)
@@ -174,16 +232,24 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--max-length", type=int, default=None, help="word pieces; 0: chosen from the data; default: the config's")
     parser.add_argument("--check", type=truth, default=True, help="false: keep a teacher no better than the majority class")
     args, rest = parser.parse_known_args(argv)
+    if args.epochs < 0 or not math.isfinite(args.epochs):
+        print(f"✘ --epochs must be 0 (until dev stops improving) or more, got {args.epochs:g}.", file=sys.stderr)
+        return 1
+    if args.max_length is not None and args.max_length < 0:
+        print(f"✘ --max-length must be 0 (chosen from the data) or a number of word pieces, got {args.max_length}.", file=sys.stderr)
+        return 1
     overrides = parse_config_overrides(config_overrides(rest))
     try:
         config = util.load_config(args.config, overrides=overrides, interpolate=True)
+        check_output_folder(args.output, args.config, config)
+        text_field = config["corpora"]["train"].get("text_field", "text")
         train, dev = read_corpora(config)
-        train_counts = describe_classes("Training data", train)
-        dev_counts = describe_classes("Dev data", dev)
+        train_counts = describe_classes("Training data", train, text_field)
+        dev_counts = describe_classes("Dev data", dev, text_field)
         label_field = config["corpora"]["train"].get("label_field", "label")
         check_classes(train_counts, dev_counts, label_field)
         lengths = word_piece_lengths(config, train)
-    except (OSError, ValueError, DataError) as err:
+    except (OSError, ValueError, DataError, OutputError) as err:
         print(f"✘ {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     if args.max_length == 0:
@@ -218,12 +284,10 @@ def main(argv: List[str]) -> int:
         "--training.eval_frequency", str(plan["eval_frequency"]), "--training.patience", str(plan["patience"]),
         "--training.optimizer.learn_rate.warmup_steps", str(plan["warmup_steps"]),
     ]
-    code = subprocess.call(cmd)
+    code = run_spacy_train(cmd, partial)
     if code != 0:
-        shutil.rmtree(partial, ignore_errors=True)
         return code
-    replace_folder(partial, args.output)
-    scores, labels = check_teacher(args.output, config, dev)
+    scores, labels = check_teacher(partial, config, dev)
     print(
         f"ℹ Teacher on dev: accuracy {scores['cats_accuracy']:.3f}, macro F {scores['cats_macro_f']:.3f}, "
         f"macro AUC {scores['cats_macro_auc']:.3f}; recall {per_class_recall(scores)}"
@@ -231,17 +295,22 @@ def main(argv: List[str]) -> int:
     exclusive = config["components"]["textcat"].get("exclusive_classes", True)
     problem = weak_teacher(scores, dev, labels) if exclusive else None
     if problem and args.check:
+        rejected = args.output.with_name(args.output.name + ".rejected")
+        replace_folder(partial, rejected)
+        kept = f"'{args.output}' is as it was" if args.output.exists() else f"nothing was written to '{args.output}'"
         print(
-            f"✘ The teacher in {args.output / 'model-best'} is not worth distilling: {problem}. Give it more "
+            f"✘ The teacher is not worth distilling: {problem}; it is in '{rejected}', {kept}. Give it more "
             "epochs (--epochs N; the workflow's --vars.teacher_epochs N), check the labels and class balance, "
             "or keep it anyway with --check false (--vars.check_teacher false).",
             file=sys.stderr,
         )
         return 1
+    replace_folder(partial, args.output)
     if problem:
         print(f"⚠ The teacher is kept although {problem} (--check false).")
     return 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops spacy train too
     sys.exit(main(sys.argv[1:]))

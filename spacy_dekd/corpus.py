@@ -227,7 +227,10 @@ def _class_label_names(dataset: Any, field: str) -> Optional[List[str]]:
 def _label_names(value: Label, label_names: Optional[List[str]], where: str) -> List[str]:
     """The label names of one row's label cell; `where` names the row."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{where} has no label (an empty cell): fill it in, or drop the row.")
+        raise ValueError(
+            f"{where} has no label (an empty cell, or a word such as NaN, NA or null that the csv reader takes "
+            "for a missing value): fill it in, or drop the row."
+        )
     items = value if isinstance(value, (list, tuple)) else [value]
     names = []
     for item in items:

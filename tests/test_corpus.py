@@ -105,8 +105,12 @@ def test_bad_files_are_one_line_errors(nlp, tmp_path):
         list(DatasetCorpus(header_only)(nlp))
     blank = tmp_path / "blank.csv"
     blank.write_text("text,label\ngood,positive\nbad,\n")
-    with pytest.raises(ValueError, match=r"Row 2 of '.*blank.csv' has no label \(an empty cell\)"):
+    with pytest.raises(ValueError, match=r"Row 2 of '.*blank.csv' has no label \(an empty cell, or a word such as NaN"):
         list(DatasetCorpus(blank)(nlp))
+    nan = tmp_path / "nan.csv"
+    nan.write_text("text,label\ngood,positive\nbad,NaN\n")
+    with pytest.raises(ValueError, match=r"Row 2 of '.*nan.csv' has no label \(.* NaN, NA or null that the csv reader takes"):
+        list(DatasetCorpus(nan)(nlp))
 
 
 def test_build_corpus_keeps_the_rest_of_train_as_unlabelled_text(tmp_path):
