@@ -82,7 +82,7 @@ def main(argv: List[str]) -> int:
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     T = resolve_distillation(nlp)
     run = prepare_run(nlp, teacher, None, T, world=World(), console=Console(), score_dev=False)
-    pipe = run.pipe
+    pipe = run.student.pipe  # a transformer_textcat: the plain loops copy its torch module
     # Each plain loop gets its own copy of the same starting weights.
     plain_teacher = torch_module(run.teacher.pipe)
     plain = {}

@@ -6,10 +6,11 @@ each counts. Words/s counts spaCy tokens. Prints a
 table with the ratio of each pipeline's words/s to the first one's, and the
 spread of that ratio over the rounds (each round's pass against the first
 pipeline's pass of the same round: median [min-max]). Pipelines of
-spaCy's own components (a `textcat` student) are timed the same way. `--rotate` turns the
-order every round, so that each pipeline follows each other one; `--pause`
-sleeps between passes, so that one pipeline's threads have parked before the
-next one runs.
+spaCy's own components (a `textcat` student) are timed the same way.
+`--threads 1` times every pipeline on one thread, as a server runs one
+worker per core. `--rotate` turns the order every round, so that each
+pipeline follows each other one; `--pause` sleeps between passes, so that
+one pipeline's threads have parked before the next one runs.
 
     python scripts/benchmark.py corpus/movies/test.spacy \\
         teacher=training/teacher/model-best student=training/student/model-best \\
@@ -17,19 +18,26 @@ next one runs.
 """
 import argparse
 import json
+import os
 import sys
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-import spacy
-from spacy.tokens import DocBin
+# --threads N reaches the BLAS of numpy (spaCy's own models) only when set
+# before numpy loads; torch and ONNX Runtime take it in main().
+if "--threads" in sys.argv[:-1]:
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = sys.argv[sys.argv.index("--threads") + 1]
+
+import spacy  # noqa: E402
+from spacy.tokens import DocBin  # noqa: E402
 
 from spacy_dekd.corpus import DatasetCorpus
-from spacy_dekd.files import OutputError, check_output
+from spacy_dekd.files import check_output
 
-from evaluate import named_pipelines  # scripts/ is on the path
+from evaluate import named_pipelines, one_line_errors  # scripts/ is on the path
 
 
 def dir_size(path: Path) -> int:
@@ -72,16 +80,11 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--rotate", action="store_true", help="turn the order of the pipelines every round")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep before each pass")
     parser.add_argument("--gpu-id", type=int, default=-1)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of every pipeline (torch, ONNX Runtime, BLAS); 0: as they are")
     parser.add_argument("--output", type=Path)
     parser.add_argument("-V", "--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    try:
-        return benchmark(args)
-    except (OSError, ValueError, OutputError) as err:
-        if args.verbose:
-            raise
-        print(f"✘ {str(err).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
+    return one_line_errors(lambda: benchmark(args), verbose=args.verbose)
 
 
 def read_texts(data: Path, text_field: str) -> List[str]:
@@ -103,6 +106,10 @@ def benchmark(args: argparse.Namespace) -> int:
         raise ValueError(f"No file at '{args.data}': pass the test set (a .spacy, csv, tsv, json(l) or parquet file).")
     if args.gpu_id >= 0:
         spacy.require_gpu(args.gpu_id)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)  # ONNX Runtime sessions follow torch's count
     texts = [text for text in read_texts(args.data, args.text_field) if text.strip()][: args.n_texts]
     if not texts:
         raise ValueError(f"'{args.data}' holds no text to time: pass the test set.")

@@ -5,6 +5,11 @@ pipeline package, and spacy-dekd from the wheel in `--find-links`; then a
 new interpreter loads the pipeline by name and classifies a text: the first
 of `--text-from` (any file spacy-dekd.DatasetCorpus.v1 reads), or `--text`.
 
+`--without torch transformers` checks a package that needs neither (a
+spaCy textcat student): torch is not installed first, and the packages
+named must be absent from the environment after the install, whatever the
+package asked for.
+
     python scripts/check_package.py packages/en_dekd_textcat-0.1.0 --find-links packages/wheels \\
         --text-from corpus/movies/test.jsonl
 """
@@ -35,6 +40,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--text", default="A warm, funny and moving film.", help="the text to classify")
     parser.add_argument("--text-from", type=Path, default=None, help="classify the first text of this file instead")
     parser.add_argument("--text-field", default="text", help="with --text-from")
+    parser.add_argument("--without", nargs="+", default=[], metavar="PACKAGE",
+                        help="import names that must not be installed with the package (torch is then not installed first)")
     args = parser.parse_args(argv)
     text = args.text
     if args.text_from is not None:
@@ -50,10 +57,14 @@ def main(argv: List[str]) -> int:
         venv.create(tmp, with_pip=True)
         python = str(Path(tmp) / "bin" / "python")
         pip = [python, "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+        absent = ", ".join(repr(module) for module in args.without)
         steps = [
-            pip + [TORCH],
+            *([] if args.without else [pip + [TORCH]]),
             pip + ["--find-links", str(args.find_links.resolve()), str(archives[-1].resolve())],
-            [python, "-c", f"import spacy; nlp = spacy.load({name!r}); doc = nlp({text!r}); "
+            [python, "-c", "import importlib.util, spacy; "
+                           f"found = [m for m in [{absent}] if importlib.util.find_spec(m)]; "
+                           "assert not found, f'installed with the package: {found}'; "
+                           f"nlp = spacy.load({name!r}); doc = nlp({text!r}); "
                            "print(nlp.pipe_names, {k: round(v, 3) for k, v in doc.cats.items()})"],
         ]
         for cmd in steps:
@@ -62,7 +73,8 @@ def main(argv: List[str]) -> int:
                 tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
                 print(f"✘ {' '.join(cmd[3:6])}: {' '.join(tail)}", file=sys.stderr)
                 return 1
-        print(f"✔ {name} installs and loads in a fresh virtual environment: {result.stdout.strip()}")
+        without = f", without {', '.join(args.without)}" if args.without else ""
+        print(f"✔ {name} installs and loads in a fresh virtual environment{without}: {result.stdout.strip()}")
     return 0
 
 

@@ -26,10 +26,9 @@ shows them.
         no-teacher=training/no_teacher/model-best --rival student=no-teacher
 """
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 import spacy
@@ -67,7 +66,12 @@ def evaluate(path: str, data: Path, *, use_gpu: int = -1) -> Tuple[Dict[str, Any
     scorer = KeepingScorer(nlp=nlp)
     scores = nlp.evaluate(list(Corpus(data)(nlp)), scorer=scorer)
     exclusive = all(sum(eg.reference.cats.values()) == 1 for eg in scorer.examples if eg.reference.cats)
-    return scores, correct(scorer.examples) if exclusive else numpy.array([])
+    if not exclusive:
+        return scores, numpy.array([])
+    right = correct(scorer.examples)
+    # spaCy's own textcat scorer has no accuracy (its micro F is the same number).
+    scores.setdefault("cats_accuracy", float(right.mean()) if len(right) else None)
+    return scores, right
 
 
 def named_pipelines(items: List[str]) -> Tuple[List[Tuple[str, str]], Optional[str]]:
@@ -103,10 +107,17 @@ def main(argv: List[str]) -> int:
                         help="compare a student with the same architecture trained on the labels alone (repeatable)")
     parser.add_argument("-V", "--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    return one_line_errors(lambda: evaluate_all(args), verbose=args.verbose)
+
+
+def one_line_errors(job: Callable[[], int], *, verbose: bool) -> int:
+    """Run a script's job; a user's mistake (a file, a path, a value) is one
+    line on stderr and exit 1, its traceback only with -V.
+    """
     try:
-        return evaluate_all(args)
+        return job()
     except (OSError, ValueError, OutputError) as err:
-        if args.verbose:
+        if verbose:
             raise
         print(f"✘ {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 1

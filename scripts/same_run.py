@@ -11,7 +11,7 @@ Exits 1, naming the first difference of each pair, when a pair differs.
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from safetensors.torch import load_file
 

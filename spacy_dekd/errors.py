@@ -99,7 +99,10 @@ class Errors(metaclass=ErrorsWithCodes):
         '[distillation] max_epochs or max_steps, and a batcher size > 0.'
     )
     D025 = 'student_to_teacher must map exactly one student component.'
-    D026 = "The student component '{student_name}' must be a transformer_textcat."
+    D026 = (
+        "The student component '{student_name}' is {kind}: spacy distill trains a torch "
+        "transformer_textcat or spaCy's textcat / textcat_multilabel."
+    )
     D027 = (
         'This objective routes uncertain examples to a teacher assistant: pass --assistant PATH, '
         'or use spacy-dekd.TeacherOnlyRouter.v1.'
@@ -141,6 +144,26 @@ class Errors(metaclass=ErrorsWithCodes):
         'with --distillation.check_teacher false.'
     )
     D038 = "The {role} pipeline has no component '{name}' (it has {pipe_names}): fix student_to_teacher."
+
+    # distill/spacy_student.py
+    D042 = (
+        "The student component '{name}' is spaCy's textcat, which trains on the CPU: run spacy "
+        'distill without --gpu-id (it trains in minutes), or train a transformer_textcat student '
+        'on the GPU.'
+    )
+    D043 = (
+        "The student component '{name}' listens to the pipeline's '{upstream}' component: give "
+        'the textcat a tok2vec of its own ([components.{name}.model.tok2vec]) to distil it.'
+    )
+    D044 = (
+        "The student component '{name}' ends in a '{layer}' layer: spacy distill takes logits from "
+        "thinc's softmax, softmax_activation or logistic output layers, or a linear last layer; use "
+        "one of spaCy's textcat architectures."
+    )
+    D045 = "The student component '{name}' gives logits alone: no layer states to align or select by."
+    D046 = (
+        "The student '{name}' gives logits alone, no layer states, but {what} reads them: {fix}."
+    )
 
     # pipeline/scorer.py
     D039 = (

@@ -115,5 +115,12 @@ def test_each_variant_is_a_small_override_of_a_shipped_config(name):
     description, base, settings = read_variant(name)
     assert description and base in names() and base != name
     text = (Path(__import__("spacy_dekd").__file__).parent / "configs" / "variants" / f"{name}.cfg").read_text(encoding="utf8")
-    settings_lines = [line for line in text.splitlines() if line.strip() and line[0] not in "#["]
-    assert len(settings_lines) <= 20  # what changes, not a copy of the base
+    settings_lines, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
+        elif line.strip() and line[0] != "#" and not section.startswith("[components.textcat.model"):
+            settings_lines.append(line)
+    # What changes, not a copy of the base; a student architecture of its
+    # own (spaCy's textcat, its tok2vec) is a change however many lines.
+    assert len(settings_lines) <= 20

@@ -25,7 +25,7 @@ def tracked(path: str) -> bool:
         },
     ],
 )
-@pytest.mark.parametrize("workflow", ["distill", "more-text", "reproduce"])
+@pytest.mark.parametrize("workflow", ["distill", "more-text", "fast", "reproduce"])
 def test_workflow_deps_come_from_earlier_steps(overrides, workflow):
     config = load_project_config(ROOT, overrides=overrides)
     commands = {cmd["name"]: cmd for cmd in config["commands"]}
@@ -47,12 +47,12 @@ NOT_DEPS = {
     ("student", "training/assistant/model-best"),
     ("evaluate", "training/assistant/model-best"),
     ("benchmark", "training/assistant/model-best"),
-    # The rival without a teacher is scored when its (optional) step has run.
-    ("evaluate", "training/no_teacher/model-best"),
     # The same for the `more-text` workflow's student and scores.
     ("student-more-text", "training/assistant/model-best"),
     ("evaluate-more-text", "training/student/model-best"),
-    ("evaluate-more-text", "training/no_teacher/model-best"),
+    # The `fast` workflow times the transformer students beside its own where their steps ran.
+    ("benchmark-fast", "training/student/model-best"),
+    ("benchmark-fast", "training/student-int8"),
 }
 
 

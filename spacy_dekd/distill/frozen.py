@@ -6,8 +6,9 @@ across the ranks of a data-parallel run (parallel.py). Any spaCy text
 classifier can answer with logits; a torch `transformer_textcat` also with
 hidden states and Monte Carlo dropout uncertainty.
 """
+import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
@@ -140,10 +141,15 @@ class FrozenModel:
         module = torch_module(self.pipe)
         return None if module is None else module.head
 
-    def answer(self, examples: RunExamples, ids: torch.Tensor, rows: torch.Tensor, like: torch.Tensor, world: World) -> TeacherOutput:
+    def answer(
+        self, examples: RunExamples, ids: torch.Tensor, rows: torch.Tensor, like: torch.Tensor, world: World,
+        progress: Optional[Callable[[int, int, float], None]] = None,
+    ) -> TeacherOutput:
         """Its outputs for some rows of a batch of corpus ids, from the cache.
         No rows (TAKD's teacher, a batch routed wholly to one side) is no
         query: empty logits shaped and placed as `like`'s (the student's).
+        progress: Told (answered, to answer, seconds so far) after each
+            chunk of a long call (a query round's), on each rank.
         """
         if rows.numel() == 0:
             return TeacherOutput(logits=like.detach().new_zeros((0, like.shape[1])))
@@ -156,23 +162,28 @@ class FrozenModel:
                 uncertainty = empty.logits.new_zeros((0,)) if self.mc_samples else None
                 out = TeacherOutput(empty.logits, empty.hidden_states, uncertainty)
             else:
-                out = self._forward_in_chunks(examples, share)
+                out = self._forward_in_chunks(examples, share, progress)
             uncertainty = None if out.uncertainty is None else world.gather(out.uncertainty)
             return TeacherOutput(world.gather(out.logits), world.gather_list(out.hidden_states), uncertainty)
 
         return self.cache.get(ids[rows.cpu()], forward)
 
-    def _forward_in_chunks(self, examples: RunExamples, ids: torch.Tensor) -> TeacherOutput:
+    def _forward_in_chunks(
+        self, examples: RunExamples, ids: torch.Tensor, progress: Optional[Callable[[int, int, float], None]] = None,
+    ) -> TeacherOutput:
         """Its outputs for many corpus ids (a query round's answers), the
         Docs of `ANSWER_CHUNK` of them made, run and dropped at a time: a
         Doc costs kilobytes, and a round over a large pool answers tens of
         thousands of texts.
         """
         chunks = []
+        started = time.perf_counter()
         for start in range(0, ids.numel(), ANSWER_CHUNK):
             docs = examples.docs(ids[start : start + ANSWER_CHUNK].tolist())[:]
             chunks.append(teacher_forward(self.pipe, docs, hidden=self.hidden, mc_samples=self.mc_samples))
             del docs
+            if progress is not None and ids.numel() > ANSWER_CHUNK:
+                progress(min(start + ANSWER_CHUNK, ids.numel()), ids.numel(), time.perf_counter() - started)
         if len(chunks) == 1:
             return chunks[0]
         hidden = None

@@ -27,7 +27,6 @@ from ..pipeline.textcat import docs_with_pairs
 from ..registry import registry
 from .checkpoint import rng_state
 from .examples import View
-from .frozen import empty_output
 from .output import DistillState, RunOutput, rng_to_tensors
 from .prepare import Run, first_line
 from .types import LossTerms
@@ -171,11 +170,13 @@ def query_round(run: Run, epoch: int) -> None:
     to_teacher, to_assistant = objective.select_queries(logits, candidates.numel(), allowance)
     # The selection is on the student's device, the candidate ids on the CPU.
     teacher_ids, assistant_ids = candidates[to_teacher.cpu()], candidates[to_assistant.cpu()]
-    like = torch.zeros((0, len(run.pipe.labels)))
-    run.teacher.answer(run.examples, teacher_ids, torch.arange(teacher_ids.numel()), like, run.world)
+    like = torch.zeros((0, len(run.student.labels)))
+    run.teacher.answer(run.examples, teacher_ids, torch.arange(teacher_ids.numel()), like, run.world, progress=answer_progress(run, "teacher"))
     if assistant_ids.numel() > 0:
         assert run.assistant is not None
-        run.assistant.answer(run.examples, assistant_ids, torch.arange(assistant_ids.numel()), like, run.world)
+        run.assistant.answer(
+            run.examples, assistant_ids, torch.arange(assistant_ids.numel()), like, run.world, progress=answer_progress(run, "assistant"),
+        )
     run.budget.check(run.teacher.n_answers)
     rounds.record(epoch, teacher_ids, assistant_ids, candidates.numel())
     budget = "" if rounds.pool_budget is None else f" ({spent + teacher_ids.numel()} of the {rounds.pool_budget} the rounds may use)"
@@ -184,6 +185,18 @@ def query_round(run: Run, epoch: int) -> None:
         f"Query round {j + 1}: {candidates.numel()} {drawn}; the teacher answers "
         f"{teacher_ids.numel()}{budget}, the assistant {assistant_ids.numel()}"
     )
+
+
+def answer_progress(run: Run, role: str) -> Callable[[int, int, float], None]:
+    """A line after each chunk of a round's answers: how many, how fast,
+    and the time left (this rank's share, on a data-parallel run).
+    """
+
+    def report(done: int, total: int, seconds: float) -> None:
+        rate = done / max(seconds, 1e-9)
+        run.console.info(f"The {role} answered {done:,} of {total:,} texts ({rate:.0f} a second, about {(total - done) / rate:.0f} s left)")
+
+    return report
 
 
 def evaluate(run: Run, state: DistillState, started: float) -> Tuple[Optional[Info], bool]:
@@ -206,7 +219,7 @@ def evaluate(run: Run, state: DistillState, started: float) -> Tuple[Optional[In
         "step": state.step,
         "score": score,
         "other_scores": scores,
-        "losses": {run.pipe.name: sum(r["loss"] for r in since)},
+        "losses": {run.student.name: sum(r["loss"] for r in since)},
         "loss_terms": {key: sum(r.get(key, 0.0) for r in since) for key in ("ce", "ta", "da") if key in record},
         "checkpoints": [(r["score"], r["step"]) for r in evals],
         "seconds": int(state.elapsed),
@@ -262,9 +275,9 @@ def forward(run: Run, docs: Sequence[Doc], *, is_train: bool, hidden: bool) -> C
     """
     share = docs[run.world.shard(len(docs))]
     if not share:
-        out = empty_output(run.pipe, hidden=hidden)
+        out = run.student.empty_output(hidden=hidden)
     else:
-        out = run.pipe.forward(share, is_train=is_train, output_hidden_states=hidden)
+        out = run.student.forward(share, is_train=is_train, hidden=hidden)
     return ClassifierOutput(run.world.gather(out.logits), run.world.gather_list(out.hidden_states))
 
 
@@ -281,10 +294,9 @@ def predict(run: Run, docs: View, batch_size: int = 1024, *, states: bool = Fals
 
 
 def gold_targets(run: Run, batch: List[Example], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The component's own gold targets and mask for the batch, in torch."""
-    truths, known = run.pipe.examples_to_truth(batch)
-    to_numpy = run.pipe.model.ops.to_numpy
-    return torch.as_tensor(to_numpy(truths), device=device), torch.as_tensor(to_numpy(known), device=device)
+    """The student's gold targets and mask for the batch, in torch."""
+    truths, known = run.student.examples_to_truth(batch)
+    return truths.to(device), known.to(device)
 
 
 def dev_loss(run: Run) -> float:

@@ -245,6 +245,7 @@ class MultiTeacherObjective:
 
     needs_hidden_states = True
     needs_assistant_hidden_states = True
+    needs_student_states = True  # its transfer maps the student's last-layer features
     uses_assistant = True
     mc_dropout_samples = 0
 

@@ -191,6 +191,13 @@ class DeKDObjective:
         return self.alignment is not None
 
     @property
+    def needs_student_states(self) -> bool:
+        """The student's layer states: for the alignment, and for a selector
+        that reads them in a query round.
+        """
+        return self.alignment is not None or self.reads_states
+
+    @property
     def uses_assistant(self) -> bool:
         """Whether the router can send rows to the assistant."""
         return self.teacher_assistant.router.uses_assistant

@@ -25,14 +25,13 @@ from .checkpoint import (
     OutputError,
     commit,
     differences,
-    module_sha256,
     recover,
     remove,
     set_rng_state,
     staged,
     write_json,
 )
-from .prepare import Run, first_line, set_dropout
+from .prepare import Run, first_line
 
 DIR_CHECKPOINT = "checkpoint"
 DIR_ANSWERS = "answers"  # the frozen models' answers, a shard per save (cache.py)
@@ -99,7 +98,7 @@ class RunOutput:
         assert self.path is not None
         record = state.history[-1]
         # meta.json's performance, as `spacy train` writes it (spacy package shows it).
-        update_meta(run.T, run.nlp, {"other_scores": record["scores"], "losses": {run.pipe.name: record["loss"]}})
+        update_meta(run.T, run.nlp, {"other_scores": record["scores"], "losses": {run.student.name: record["loss"]}})
         parts: Dict[str, Callable[[Path], Any]] = {
             DIR_MODEL_LAST: run.nlp.to_disk,
             DIR_CHECKPOINT: lambda path: write_checkpoint(run, state, path, rng),
@@ -188,7 +187,7 @@ def write_checkpoint(run: Run, state: DistillState, path: Path, rng: List[Dict[s
     run.teacher.cache.to_disk(path / "teacher_cache.safetensors", answers, "teacher")
     if run.assistant is not None:
         run.assistant.cache.to_disk(path / "assistant_cache.safetensors", answers, "assistant")
-    data = {**state.__dict__, "fingerprint": run.fingerprint, "model_sha256": module_sha256(run.pipe)}
+    data = {**state.__dict__, "fingerprint": run.fingerprint, "model_sha256": run.student.digest()}
     if run.rounds is not None:
         save_file(run.rounds.saved_answered(), str(path / "rounds.safetensors"))
         data["query_rounds"] = run.rounds.history
@@ -197,20 +196,20 @@ def write_checkpoint(run: Run, state: DistillState, path: Path, rng: List[Dict[s
 
 def _load_student(run: Run, last: Path, sha256: str, output: Path) -> None:
     try:
-        run.pipe.load_model(last / run.pipe.name / "model")
+        run.student.load(last)
     except ValueError as err:
         raise DistillationError(Errors.D017.format(err=err)) from err
-    if module_sha256(run.pipe) != sha256:
+    if run.student.digest() != sha256:
         raise DistillationError(Errors.D018.format(output=output, model_last=DIR_MODEL_LAST, checkpoint=DIR_CHECKPOINT))
-    set_dropout(run.pipe, run.T["dropout"])
+    run.student.set_dropout(run.T["dropout"])
 
 
 def _load_training(run: Run, ckpt: Path) -> None:
     """Optimizer, scheduler, scaler, projections and caches."""
-    device = run.pipe.device
+    device = run.student.device
     saved = load_weights(ckpt / "optimizer.pt", device)
     # The optimizer holds the old parameter objects: point it at the new ones.
-    run.params[:] = list(run.pipe.torch_module.parameters()) + list(run.extra_params)
+    run.params[:] = run.student.parameters() + list(run.extra_params)
     run.optimizer.param_groups[0]["params"] = run.params
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])

@@ -20,7 +20,6 @@ from spacy.util import resolve_dot_names
 from thinc.api import ConfigValidationError
 
 from ..errors import DistillationError, Errors
-from ..pipeline.textcat import TransformerTextCategorizer
 from ..registry import registry
 from .batches import epoch_batches, labelled_batches
 from .checkpoint import config_fingerprint, pipe_sha256
@@ -28,9 +27,10 @@ from .console import Console
 from .examples import RunExamples, Text, TextPool, texts_of
 from .frozen import FrozenModel, check_can_answer, exclusive, torch_module
 from .parallel import World
+from .student import make_student
 from .rounds import QueryRounds, TeacherBudget
 from .schema import ConfigSchemaDistill, describe_errors, unknown_keys
-from .types import Objective
+from .types import Objective, Student
 from .teacher_check import dev_scores, stored_dev_scores, weak_teacher
 
 # Macro AUC at or below which a teacher or assistant is taken to know nothing.
@@ -47,7 +47,7 @@ class Run:
     """
 
     nlp: Language
-    pipe: TransformerTextCategorizer  # the student component
+    student: Student  # the student component, through the seam (student.py)
     T: Dict[str, Any]  # the resolved [distillation] block
     objective: Objective
     world: World
@@ -107,7 +107,7 @@ def prepare_run(
     """
     objective: Objective = T["objective"]
     pipes = _pipes(student, teacher, assistant, T, objective, console)
-    pipe, teacher_pipe, assistant_pipe = pipes
+    learner, teacher_pipe, assistant_pipe = pipes
     examples = read_corpus(student, T["corpus"])
     if not examples:
         raise DistillationError(Errors.D023.format(corpus=T['corpus']))
@@ -123,7 +123,7 @@ def prepare_run(
         frozen_assistant = FrozenModel.create(
             assistant_pipe, len(examples), hidden=objective.needs_assistant_hidden_states, mc_samples=mc, role="assistant"
         )
-    params = list(pipe.torch_module.parameters()) + list(extra_params)
+    params = learner.parameters() + list(extra_params)
     # Every rank starts from rank 0's weights, and draws its own dropout masks.
     world.broadcast_parameters(params)
     if world.rank > 0:
@@ -150,7 +150,7 @@ def prepare_run(
         "config": config_fingerprint(student.config.interpolate()),
     }
     optimizer, scheduler = T["optimizer"].build(params, total_steps)
-    fp16 = T["mixed_precision"] and pipe.device.type == "cuda" and pipe.mixed_precision_dtype == "float16"
+    fp16 = T["mixed_precision"] and learner.float16
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     # Rank 0 alone evaluates: the dev corpus is read (and the frozen models
     # scored on it) now, so that a bad one fails before the first step.
@@ -158,13 +158,13 @@ def prepare_run(
     if world.is_main and score_dev:
         evaluate, frozen_scores = _evaluation(student, teacher, assistant if frozen_assistant else None, pipes, T, console)
     return Run(
-        student, pipe, T, objective, world, console, examples, n_labelled, frozen_teacher, frozen_assistant,
+        student, learner, T, objective, world, console, examples, n_labelled, frozen_teacher, frozen_assistant,
         params, list(extra_params), optimizer, scheduler, scaler, total_steps, len(labelled_sizes), rounds, budget,
         feedback, fingerprint, student_source, evaluate, frozen_scores,
     )
 
 
-Pipes = Tuple[TransformerTextCategorizer, Any, Optional[Any]]
+Pipes = Tuple[Student, Any, Optional[Any]]
 
 
 def _pipes(student: Language, teacher: Language, assistant: Optional[Language], T: Dict[str, Any], objective: Objective, console: Console) -> Pipes:
@@ -172,16 +172,15 @@ def _pipes(student: Language, teacher: Language, assistant: Optional[Language], 
     if len(T["student_to_teacher"]) != 1:
         raise DistillationError(Errors.D025)
     (student_name, teacher_name), = T["student_to_teacher"].items()
-    pipe = get_pipe(student, student_name, "student")
-    if not isinstance(pipe, TransformerTextCategorizer):
-        raise DistillationError(Errors.D026.format(student_name=student_name))
+    architecture = student.config["components"].get(student_name, {}).get("model", {}).get("@architectures", "")
+    learner = make_student(get_pipe(student, student_name, "student"), architecture)
     teacher_pipe = get_pipe(teacher, teacher_name, "teacher")
     assistant_pipe = get_pipe(assistant, teacher_name, "assistant") if assistant else None
     if objective.uses_assistant and assistant_pipe is None:
         raise DistillationError(Errors.D027)
     if assistant_pipe is not None and not objective.uses_assistant:
         console.info("The objective's router sends nothing to the assistant: it is not used in this run.")
-    return pipe, teacher_pipe, assistant_pipe
+    return learner, teacher_pipe, assistant_pipe
 
 
 def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[str, List[torch.nn.Parameter]]:
@@ -190,32 +189,37 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
     RETURNS: where the student's weights came from, and the objective's
     parameters that train with it.
     """
-    pipe, teacher_pipe, assistant_pipe = pipes
+    student, teacher_pipe, assistant_pipe = pipes
     teacher_labels = list(getattr(teacher_pipe, "labels", []))
     if assistant_pipe is not None and list(assistant_pipe.labels) != teacher_labels:
         raise DistillationError(Errors.D028.format(labels=list(assistant_pipe.labels), teacher_labels=teacher_labels))
     teacher_module, assistant_module = torch_module(teacher_pipe), torch_module(assistant_pipe)
     check_can_answer(teacher_pipe, hidden=objective.needs_hidden_states, mc_samples=0)
+    if not student.gives_states and objective.needs_student_states:
+        raise DistillationError(_logits_only(student, objective))
     try:
-        student_source = T["student_init"](pipe, teacher_pipe)
+        student_source = T["student_init"](student.pipe, teacher_pipe)
     except ValueError as err:
         raise DistillationError(str(err)) from err
-    set_dropout(pipe, T["dropout"])
+    student.set_dropout(T["dropout"])
     # Autocast: student, teacher and assistant alike, or the frozen two
     # alone (their answers in bfloat16 differ by ~0.01 in a logit).
     frozen = T["mixed_precision"] or T.get("teacher_mixed_precision", False)
-    for each, on in ((pipe, T["mixed_precision"]), (teacher_pipe, frozen), (assistant_pipe, frozen)):
-        if on and torch_module(each) is not None:
+    if T["mixed_precision"]:
+        student.set_mixed_precision(True)
+    for each in (teacher_pipe, assistant_pipe):
+        if frozen and torch_module(each) is not None:
             each.set_mixed_precision(True)
     if objective.needs_assistant_hidden_states and assistant_module is None:
         raise DistillationError(Errors.D029)
-    student = pipe.torch_module
+    # A logits-only student has no states: the widths below go unread.
+    width = student.width or 0
     try:
         extra_params = objective.initialize(
-            multilabel=not pipe.exclusive_classes,
-            n_student_layers=student.n_layers,
-            student_width=student.width,
-            teacher_width=student.width if teacher_module is None else teacher_module.width,
+            multilabel=student.multilabel,
+            n_student_layers=student.n_layers or 0,
+            student_width=width,
+            teacher_width=width if teacher_module is None else teacher_module.width,
             n_teacher_layers=None if teacher_module is None else teacher_module.n_layers,
             assistant_width=None if assistant_module is None else assistant_module.width,
         )
@@ -223,19 +227,19 @@ def _initialize(pipes: Pipes, T: Dict[str, Any], objective: Objective) -> Tuple[
         raise DistillationError(str(err)) from err
     projections = objective.projections()
     if projections is not None:
-        projections.to(pipe.device)
+        projections.to(student.device)
     return student_source, extra_params
 
 
-def set_dropout(pipe: TransformerTextCategorizer, dropout: Optional[float]) -> None:
-    """`[distillation] dropout` on every dropout layer of the student, also
-    after a resume rebuilt it from its saved config.
-    """
-    if dropout is None:
-        return
-    for module in pipe.torch_module.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = float(dropout)
+def _logits_only(student: Student, objective: Objective) -> str:
+    """The one line for a config that asks states of a student without any."""
+    if getattr(objective, "alignment", None) is not None:
+        what, fix = "the layer alignment", "set [distillation.objective] alignment_weight = 0"
+    elif objective.reads_states:
+        what, fix = "the selector", 'use a selector of logits, such as "spacy-dekd.EntropySelector.v1"'
+    else:
+        what, fix = "this objective's transfer", 'distil with "spacy-dekd.DeKD.v1" (alignment_weight = 0) instead'
+    return Errors.D046.format(name=student.name, what=what, fix=fix)
 
 
 def check_labels(teacher_pipe: Any, examples: List[Example], dot_name: str) -> None:

@@ -1,23 +1,127 @@
-"""How a student component gets its first weights, in `[distillation.student_init]`.
+"""The student: the component `spacy distill` trains, seen through the
+`Student` seam (types.py), and how it gets its first weights, in
+`[distillation.student_init]`.
+
+`make_student` wraps the student component: a torch `transformer_textcat`
+(`TransformerStudent`: logits and every layer's states) or spaCy's own
+`textcat` / `textcat_multilabel` with any architecture spaCy registers
+(spacy_student.py: logits alone). Anything else is refused in one line.
 
 `spacy-dekd.StudentFromTeacher.v1` copies the teacher's embeddings, some of
 its layers (a list, or a strategy) and its head; `spacy-dekd.StudentFromPretrained.v1`
-loads the encoder named in the student's own model config. Either way the
-labels come from the teacher.
+(alias `spacy-dekd.StudentFromConfig.v1`) builds the student as its own
+config says: the pretrained encoder it names, or, for spaCy's textcat, its
+architecture with fresh weights. Either way the labels come from the
+teacher.
 """
-from typing import Callable, List, Union
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+import torch
+from spacy.pipeline import TextCategorizer
 from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.util import registry
 
-from ..models.pytorch import shrink_classifier
+from ..errors import DistillationError, Errors
+from ..models.pytorch import ClassifierOutput, shrink_classifier
 from ..pipeline.textcat import TransformerTextCategorizer
+from .checkpoint import module_sha256
+from .frozen import empty_output
 from .selectors import first_layers, last_layers, spread_layers
+from .spacy_student import SpacyTextcatStudent, initialize_textcat
+from .types import Student
 
 # (student, teacher) -> a description of where the weights came from.
-StudentInit = Callable[[TransformerTextCategorizer, TransformerTextCategorizer], str]
+StudentInit = Callable[[Any, Any], str]
 
 LAYER_STRATEGIES = {"uniform": spread_layers, "first": first_layers, "last": last_layers}
+
+
+def make_student(pipe: Any, architecture: str = "") -> Student:
+    """The seam over the student component; `architecture` is its model's
+    registered name, for the run's header.
+    RAISES DistillationError: a component spacy distill cannot train.
+    """
+    if isinstance(pipe, TransformerTextCategorizer):
+        if pipe.runtime != "torch":
+            raise DistillationError(Errors.D026.format(student_name=pipe.name, kind="an ONNX transformer_textcat (it cannot train)"))
+        return TransformerStudent(pipe)
+    if isinstance(pipe, TextCategorizer):  # textcat_multilabel too
+        return SpacyTextcatStudent(pipe, architecture)
+    raise DistillationError(Errors.D026.format(student_name=pipe.name, kind=f"a {type(pipe).__name__}"))
+
+
+class TransformerStudent:
+    """A torch `transformer_textcat` as the student: its logits and the
+    first-token state of every layer, its torch parameters.
+    """
+
+    gives_states = True
+
+    def __init__(self, pipe: TransformerTextCategorizer) -> None:
+        self.pipe = pipe
+
+    @property
+    def name(self) -> str:
+        return self.pipe.name
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self.pipe.labels
+
+    @property
+    def multilabel(self) -> bool:
+        return not self.pipe.exclusive_classes
+
+    @property
+    def n_layers(self) -> Optional[int]:
+        return self.pipe.torch_module.n_layers
+
+    @property
+    def width(self) -> Optional[int]:
+        return self.pipe.torch_module.width
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    @property
+    def float16(self) -> bool:
+        """Whether it runs autocast in float16 (its loss is then scaled)."""
+        return self.device.type == "cuda" and self.pipe.mixed_precision_dtype == "float16"
+
+    def set_mixed_precision(self, enabled: bool) -> None:
+        self.pipe.set_mixed_precision(enabled)
+
+    def forward(self, docs: Sequence[Any], *, is_train: bool, hidden: bool = False) -> ClassifierOutput:
+        return self.pipe.forward(docs, is_train=is_train, output_hidden_states=hidden)
+
+    def empty_output(self, *, hidden: bool = False) -> ClassifierOutput:
+        return empty_output(self.pipe, hidden=hidden)
+
+    def parameters(self) -> List[torch.nn.Parameter]:
+        return list(self.pipe.torch_module.parameters())
+
+    def set_dropout(self, rate: Optional[float]) -> None:
+        if rate is None:
+            return
+        for module in self.pipe.torch_module.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = float(rate)
+
+    def examples_to_truth(self, examples: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        truths, known = self.pipe.examples_to_truth(list(examples))
+        to_numpy = self.pipe.model.ops.to_numpy
+        return torch.as_tensor(to_numpy(truths), device=self.device), torch.as_tensor(to_numpy(known), device=self.device)
+
+    def load(self, path: Path) -> None:
+        self.pipe.load_model(path / self.name / "model")
+
+    def digest(self) -> str:
+        return module_sha256(self.pipe)
+
+    def describe(self) -> str:
+        return f"{self.n_layers} layers, width {self.width}"
 
 
 def copy_labels(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> None:
@@ -29,8 +133,7 @@ def copy_labels(student: TransformerTextCategorizer, teacher: TransformerTextCat
             f"Teacher labels {list(teacher.labels)} differ from student labels "
             f"{list(student.labels)}: the student must predict the teacher's classes."
         )
-    # spaCy's own textcat has no such setting; textcat_multilabel is not exclusive.
-    teacher_exclusive = getattr(teacher, "exclusive_classes", not isinstance(teacher, MultiLabel_TextCategorizer))
+    teacher_exclusive = exclusive_teacher(teacher)
     if student.exclusive_classes != teacher_exclusive:
         raise ValueError(
             f"Teacher exclusive_classes={teacher_exclusive} but student "
@@ -54,7 +157,13 @@ def make_student_from_teacher_v1(
     if isinstance(layers, str) and layers not in LAYER_STRATEGIES:
         raise ValueError(f"layers must be a list or one of {sorted(LAYER_STRATEGIES)}, got '{layers}'.")
 
-    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> str:
+    def init(student: Any, teacher: Any) -> str:
+        if not isinstance(student, TransformerTextCategorizer):
+            raise ValueError(
+                f"spacy-dekd.StudentFromTeacher.v1 copies the teacher's layers into a transformer_textcat, but "
+                f"the student component '{student.name}' is a {type(student).__name__}: use "
+                "spacy-dekd.StudentFromConfig.v1, which builds it from its own config."
+            )
         if not isinstance(teacher, TransformerTextCategorizer):
             raise ValueError(
                 f"spacy-dekd.StudentFromTeacher.v1 copies layers of a transformer_textcat teacher, "
@@ -93,10 +202,21 @@ def make_student_from_pretrained_v1() -> StudentInit:
     pretrained model), with a fresh head over the teacher's labels.
     """
 
-    def init(student: TransformerTextCategorizer, teacher: TransformerTextCategorizer) -> str:
+    def init(student: Any, teacher: Any) -> str:
+        if not isinstance(student, TransformerTextCategorizer):
+            initialize_textcat(student, teacher.labels, exclusive=exclusive_teacher(teacher))
+            return "fresh weights"
         copy_labels(student, teacher)
         student.model.set_dim("nO", len(student.labels), force=True)
         student.model.initialize()
         return f"'{student.shim.name}'"
 
     return init
+
+
+registry.misc("spacy-dekd.StudentFromConfig.v1")(make_student_from_pretrained_v1)
+
+
+def exclusive_teacher(teacher: Any) -> bool:
+    """Whether the teacher's classes are exclusive (spaCy's textcat's are)."""
+    return getattr(teacher, "exclusive_classes", not isinstance(teacher, MultiLabel_TextCategorizer))

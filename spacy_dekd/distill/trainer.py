@@ -83,14 +83,13 @@ def _print_header(run: Run) -> None:
     n_unlabelled = len(run.examples) - run.n_labelled
     examples = f"{run.n_labelled} labelled examples" + (f" and {n_unlabelled} unlabelled texts" if n_unlabelled else "")
     budget = "" if run.budget.answers is None else f", the teacher answering at most {run.budget.answers} of them"
-    run.console.info(f"Distilling into '{run.pipe.name}': {examples}, {run.total_steps} steps{budget}")
+    run.console.info(f"Distilling into '{run.student.name}': {examples}, {run.total_steps} steps{budget}")
     if run.world.distributed:
         import torch
 
         per_rank = "each batch split across them, rank 0 evaluating and saving"
         run.console.info(f"Data-parallel over {run.world.size} processes ({torch.distributed.get_backend()}), {per_rank}")
-    module = run.pipe.torch_module
-    run.console.info(f"Student: {module.n_layers} layers, width {module.width}, from {run.student_source}")
+    run.console.info(f"Student: {run.student.describe()}, from {run.student_source}")
 
 
 @registry.dekd_trainers("spacy-dekd.DistillTrainer.v1")

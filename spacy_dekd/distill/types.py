@@ -1,13 +1,16 @@
 """Every swappable interface and data type of the distillation in one place
 (as spacy-llm's `ty.py`): what selectors, routers and layer selectors take
-and give, what the frozen models answer, and what a batch's plan and loss
-hold.
+and give, what the frozen models answer, what the loop asks of a student,
+and what a batch's plan and loss hold.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 from torch import nn
+
+from ..models.pytorch import ClassifierOutput
 
 # A loss term: fn(student_logits, targets, *, multilabel=False, ...) -> scalar.
 LossFn = Callable[..., torch.Tensor]
@@ -181,6 +184,56 @@ class Transfer(Protocol):
 
 
 @runtime_checkable
+class Student(Protocol):
+    """What the loop asks of the component it trains (student.py): a torch
+    `transformer_textcat`, or spaCy's own `textcat` through its thinc model
+    (spacy_student.py). The loop's update, the optimizer, the checkpoints and
+    data-parallel runs see its torch parameters alone.
+    """
+
+    pipe: object  # the spaCy component: name, labels, saved with the pipeline
+    gives_states: bool  # whether forward can give layer states, known before its weights
+    n_layers: Optional[int]  # states forward gives, one per layer (once it has weights)
+    width: Optional[int]  # the states' width
+    device: torch.device
+    multilabel: bool
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def forward(self, docs: Sequence[object], *, is_train: bool, hidden: bool = False) -> ClassifierOutput:
+        """Logits (N, C) that back-propagate into `parameters()`, and with
+        `hidden` each layer's (N, width) state (never asked of a student
+        whose n_layers is None).
+        """
+
+    def empty_output(self, *, hidden: bool = False) -> ClassifierOutput:
+        """Outputs for no docs, shaped and placed as forward's."""
+
+    def parameters(self) -> List[nn.Parameter]:
+        """What the optimizer trains; new objects after `load`."""
+
+    def set_dropout(self, rate: Optional[float]) -> None: ...
+
+    def examples_to_truth(self, examples: Sequence[object]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The gold targets (N, C) and where they are known; a row without
+        gold cats is unknown.
+        """
+
+    def load(self, path: Path) -> None:
+        """Its weights as `nlp.to_disk` saved them in `path` (a pipeline folder)."""
+
+    def digest(self) -> str:
+        """sha256 of its weights: a checkpoint's model-last must match."""
+
+    def describe(self) -> str:
+        """One line for the run's header: what the student is."""
+
+
+@runtime_checkable
 class Objective(Protocol):
     """What the loop (loop.py, prepare.py, rounds.py) reads of an objective:
     `DeKDObjective` and `MultiTeacherObjective` give all of it. Its
@@ -190,6 +243,7 @@ class Objective(Protocol):
 
     # Requirements: what each answer must carry, and who answers.
     needs_hidden_states: bool  # the teacher's per-layer states
+    needs_student_states: bool  # the student's: a logits-only student is refused
     needs_assistant_hidden_states: bool
     uses_assistant: bool
     reads_logits: bool  # whether selection reads the student's predictions

@@ -258,21 +258,11 @@ class TransformerTextCategorizer(TrainablePipe):
         return float(loss), d_logits.astype("float32")
 
     def examples_to_truth(self, examples: List[Example]) -> Tuple[Floats2d, Floats2d]:
-        """The gold targets of a batch, (N, C), and where they are known:
-        a whole row is unknown for a doc without gold cats (unlabelled text),
-        single labels for multilabel docs that leave them out. `update` and
-        the distillation trainer both read the gold through this.
+        """The gold targets of a batch, (N, C), and where they are known
+        (`gold_truth`). `update` and the distillation trainer both read the
+        gold through this.
         """
-        truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
-        not_missing = numpy.ones((len(examples), len(self.labels)), dtype="f")
-        for i, eg in enumerate(examples):
-            if self.exclusive_classes and not eg.reference.cats:
-                not_missing[i] = 0.0  # no gold class: no gradient from this doc
-            for j, label in enumerate(self.labels):
-                if label in eg.reference.cats:
-                    truths[i, j] = eg.reference.cats[label]
-                elif not self.exclusive_classes:
-                    not_missing[i, j] = 0.0
+        truths, not_missing = gold_truth(examples, self.labels, exclusive=self.exclusive_classes)
         ops = self.model.ops
         return ops.asarray(truths), ops.asarray(not_missing)
 
@@ -370,6 +360,27 @@ class TransformerTextCategorizer(TrainablePipe):
         return srsly.msgpack_dumps(
             {"cfg": srsly.json_dumps(self.cfg), "model": self.shim.to_bytes()}
         )
+
+
+def gold_truth(examples: Iterable[Example], labels: Sequence[str], *, exclusive: bool) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """The gold targets of a batch, (N, C), and where they are known: a
+    whole row is unknown for a doc without gold cats (unlabelled text),
+    single labels for multilabel docs that leave them out. (spaCy's own
+    textcat counts a row without cats as known, all zeros, for exclusive
+    classes: it would pull a cross-entropy mean towards nothing.)
+    """
+    examples = list(examples)
+    truths = numpy.zeros((len(examples), len(labels)), dtype="f")
+    not_missing = numpy.ones((len(examples), len(labels)), dtype="f")
+    for i, eg in enumerate(examples):
+        if exclusive and not eg.reference.cats:
+            not_missing[i] = 0.0  # no gold class: no gradient from this doc
+        for j, label in enumerate(labels):
+            if label in eg.reference.cats:
+                truths[i, j] = eg.reference.cats[label]
+            elif not exclusive:
+                not_missing[i, j] = 0.0
+    return truths, not_missing
 
 
 def validate_categories(name: str, labels: Sequence[str], exclusive: bool, examples: Iterable[Example]) -> None:

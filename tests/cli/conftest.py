@@ -12,7 +12,7 @@ from thinc.api import Adam, Config
 
 from spacy_dekd.corpus import DatasetCorpus
 
-from ..conftest import write_tiny_encoder
+from ..conftest import toy_rows, write_jsonl, write_tiny_encoder
 
 ROOT = Path(__file__).parents[2]
 DEKD_CFG = ROOT / "configs" / "dekd.cfg"
@@ -41,6 +41,16 @@ def models(tmp_path_factory, teacher_encoder_dir, toy_data):
     assistant = train_classifier(teacher_encoder_dir, toy_data["train"], root / "assistant", layers=[0, 2], epochs=3)
     narrow = write_tiny_encoder(root / "narrow", "bert", n_layers=2, hidden=16, seed=3)
     return {"teacher": teacher, "assistant": assistant, "narrow": narrow, "root": root}
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    """200 unlabelled sentences, one per line, and 40 labelled ones."""
+    root = tmp_path_factory.mktemp("unlabelled")
+    unlabelled = root / "unlabelled.txt"
+    unlabelled.write_text("".join(row["text"] + "\n" for row in toy_rows(200, seed=7)), encoding="utf8")
+    labelled = write_jsonl(toy_rows(40, seed=8), root / "labelled.jsonl")
+    return {"unlabelled": unlabelled, "labelled": labelled, "root": root}
 
 
 def overrides(toy_data, encoder, **extra):
@@ -87,8 +97,12 @@ def fail_line(result):
 
 
 def weights(pipeline_dir):
-    """The bytes of each file of the pipeline's textcat model."""
+    """The bytes of each file of the pipeline's textcat model (a folder for
+    a transformer_textcat, one file for spaCy's textcat).
+    """
     model = pipeline_dir / "textcat" / "model"
+    if model.is_file():
+        return {model.name: model.read_bytes()}
     return {path.name: path.read_bytes() for path in sorted(model.iterdir())}
 
 

@@ -184,7 +184,7 @@ def test_train_teacher_reports_lengths_and_stops_a_majority_teacher(bert_dir, to
     meta = json.loads((rejected / "model-best" / "meta.json").read_text())
     assert meta["spacy_dekd"]["dev"]["fingerprint"]["examples"] == 40
     assert spacy.load(rejected / "model-best").get_pipe("textcat").shim.max_length == 32
-    assert_one_line(result, f"is not worth distilling: it scores")
+    assert_one_line(result, "is not worth distilling: it scores")
     assert f"it is in '{rejected}', nothing was written to '{out}'" in result.stderr and not out.exists()
     assert "below always answering 'positive'" in result.stderr and "--vars.teacher_epochs" in result.stderr
     result = script("train_teacher.py", *args, "--check", "false")

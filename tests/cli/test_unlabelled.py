@@ -30,16 +30,6 @@ SELECTORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    """200 unlabelled sentences, one per line, and 40 labelled ones."""
-    root = tmp_path_factory.mktemp("unlabelled")
-    unlabelled = root / "unlabelled.txt"
-    unlabelled.write_text("".join(row["text"] + "\n" for row in toy_rows(200, seed=7)), encoding="utf8")
-    labelled = write_jsonl(toy_rows(40, seed=8), root / "labelled.jsonl")
-    return {"unlabelled": unlabelled, "labelled": labelled, "root": root}
-
-
 def config_with(tmp_path, *, selector="entropy", teacher_only=False, base=DEKD_CFG):
     """A student config with unlabelled text read by spaCy's PlainTextCorpus."""
     config = Config().from_disk(base, interpolate=False)
@@ -452,3 +442,22 @@ def test_a_round_answers_its_texts_a_chunk_of_docs_at_a_time(models, texts, monk
         assert chunked.uncertainty.shape == (ids.numel(),)
     else:
         assert chunked.uncertainty is None and whole.uncertainty is None
+
+
+def test_a_long_answer_reports_its_progress_chunk_by_chunk(models, texts, monkeypatch):
+    from spacy_dekd.distill.examples import RunExamples, TextPool
+    from spacy_dekd.distill.frozen import FrozenModel
+    from spacy_dekd.distill.parallel import World
+
+    monkeypatch.setattr(frozen_module, "ANSWER_CHUNK", 8)
+    teacher = spacy.load(models["teacher"])
+    examples = RunExamples(teacher, [], TextPool.read([texts["unlabelled"]]))
+    frozen = FrozenModel.create(teacher.get_pipe("textcat"), len(examples), hidden=False, mc_samples=0, role="teacher")
+    heard = []
+    ids = torch.arange(20)
+    out = frozen.answer(examples, ids, torch.arange(20), torch.zeros((0, 2)), World(), progress=lambda *args: heard.append(args))
+    assert out.logits.shape == (20, 2) and [(done, total) for done, total, _ in heard] == [(8, 20), (16, 20), (20, 20)]
+    assert all(seconds >= 0 for _, _, seconds in heard)
+    heard.clear()
+    frozen.answer(examples, torch.arange(20, 26), torch.arange(6), torch.zeros((0, 2)), World(), progress=lambda *args: heard.append(args))
+    assert heard == []  # one chunk: nothing to report

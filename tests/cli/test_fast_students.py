@@ -1,0 +1,88 @@
+"""`spacy distill` into spaCy's own textcat (configs fast_cnn and fast_bow,
+shrunk to toy size): it learns the teacher's task, resumes bit-identically
+after a kill, and refuses in one line what a logits-only student cannot do."""
+import pytest
+import spacy
+from thinc.api import Config
+
+import spacy_dekd.distill.loop as loop_module
+from spacy_dekd.cli.distill import distill
+from spacy_dekd.configs import config_text
+from spacy_dekd.errors import DistillationError
+
+from .conftest import accuracy, overrides, scores_and_losses, weights
+
+
+def fast_config(tmp_path, variant, **changes):
+    """The shipped variant with a toy tok2vec, as a file."""
+    config = Config().from_str(config_text(variant), interpolate=False)
+    model = config["components"]["textcat"]["model"]
+    if "tok2vec" in model:
+        model["tok2vec"]["embed"].update(width=16, rows=[200, 50, 50, 50])
+        model["tok2vec"]["encode"].update(width=16, depth=1)
+        model["linear_model"]["length"] = 4096
+    else:
+        model["length"] = 4096
+    for dotted, value in changes.items():
+        *path, key = dotted.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[key] = value
+    path = tmp_path / f"{variant}.cfg"
+    config.to_disk(path)
+    return path
+
+
+def fast_overrides(toy_data, models, pool, **extra):
+    return overrides(toy_data, models["narrow"], **{
+        "paths.train": str(pool["labelled"]), "paths.unlabeled": str(pool["unlabelled"]),
+        "distillation.max_epochs": 6, "distillation.teacher_budget": None, **extra,
+    })
+
+
+@pytest.mark.parametrize("variant", ["fast_cnn", "fast_bow"])
+def test_spacy_textcat_students_learn_the_teachers_task(models, toy_data, texts, tmp_path, capsys, variant):
+    out = tmp_path / "out"
+    metrics = distill(str(models["teacher"]), fast_config(tmp_path, variant), out, overrides=fast_overrides(toy_data, models, texts))
+    printed = capsys.readouterr().out
+    assert "Student: spaCy's textcat (spacy.TextCat" in printed and "from fresh weights" in printed
+    assert metrics["teacher_answers"] > 0 and metrics["query_rounds"]
+    nlp = spacy.load(out / "model-best")
+    assert nlp.get_pipe_meta("textcat").factory == "textcat" and list(nlp.get_pipe("textcat").labels) == ["negative", "positive"]
+    assert accuracy(nlp, toy_data["dev"]) >= 0.9
+
+
+def test_a_killed_spacy_textcat_student_resumes_bit_identical(models, toy_data, texts, tmp_path, monkeypatch):
+    cfg = fast_config(tmp_path, "fast_cnn")
+    over = fast_overrides(toy_data, models, texts, **{"distillation.max_epochs": 3, "distillation.eval_frequency": 4, "distillation.dropout": 0.2})
+    teacher = str(models["teacher"])
+    whole = distill(teacher, cfg, tmp_path / "whole", overrides=over)
+    original = loop_module.step
+
+    def dying(run, ids, i):
+        if i == 7:
+            raise KeyboardInterrupt
+        return original(run, ids, i)
+
+    monkeypatch.setattr(loop_module, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, tmp_path / "cut", overrides=over)
+    monkeypatch.setattr(loop_module, "step", original)
+    resumed = distill(teacher, cfg, tmp_path / "cut", overrides=over, resume=True)
+    assert scores_and_losses(resumed) == scores_and_losses(whole)
+    assert resumed["query_rounds"] == whole["query_rounds"]
+    assert weights(tmp_path / "cut" / "model-last") == weights(tmp_path / "whole" / "model-last")
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"distillation.objective.alignment_weight": 0.02}, "but the layer alignment reads them: set [distillation.objective] alignment_weight = 0"),
+    ({"distillation.objective.selector": {"@dekd_selectors": "spacy-dekd.DiverseEntropySelector.v1", "ratio": 0.5}},
+     "but the selector reads them: use a selector of logits"),
+    ({"distillation.student_init": {"@misc": "spacy-dekd.StudentFromTeacher.v1"}}, "use spacy-dekd.StudentFromConfig.v1"),
+])
+def test_what_a_logits_only_student_cannot_do_is_refused_before_the_first_step(models, toy_data, texts, tmp_path, change, expected):
+    cfg = fast_config(tmp_path, "fast_bow", **change)
+    with pytest.raises(DistillationError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=fast_overrides(toy_data, models, texts))
+    assert not (tmp_path / "out" / "model-last").exists()
