@@ -39,11 +39,14 @@ from spacy.scorer import Scorer
 from spacy.tokens import DocBin
 from spacy.training import Corpus, Example
 from thinc.api import fix_random_seed
-from wasabi import msg
+from wasabi import color, msg
 
 from spacy_dekd.corpus import DatasetCorpus, write_docbin
 from spacy_dekd.distill.teacher_check import against_rival, correct, majority_baseline, per_class_recall, rival_verdict
 from spacy_dekd.files import OutputError, check_output
+
+
+ICONS, COLORS = {"good": "✔", "warn": "⚠"}, {"good": "green", "warn": "yellow"}
 
 
 class KeepingScorer(Scorer):
@@ -185,10 +188,8 @@ def compare_rivals(
         report = reports[student] = {"rival": rival, **against_rival(right[teacher], right[student], right[rival])}
         msg.divider(f"What the teacher is worth to {student}")
         for kind, line in rival_verdict(report, student, rival):
-            if kind == "text":
-                print(line)  # unwrapped: msg.text would fold it
-            else:
-                getattr(msg, kind)(line)
+            # One line each, unwrapped: wasabi's printer folds long ones.
+            print(line if kind == "text" else color(f"{ICONS[kind]} {line}", fg=COLORS[kind]))
         meta = srsly.read_json(Path(paths[student]) / "meta.json")
         meta["performance"] = {
             **{key: value for key, value in scores[student].items() if key.startswith("cats_")},
