@@ -149,7 +149,7 @@ def benchmark(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         partial = args.output.with_name(args.output.name + ".partial")
-        partial.write_text(json.dumps({"texts": len(texts), "results": results}, indent=2))
+        partial.write_text(json.dumps({"texts": len(texts), "threads": args.threads or None, "results": results}, indent=2))
         partial.replace(args.output)
     return 0
 
