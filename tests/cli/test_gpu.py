@@ -8,7 +8,7 @@ import torch
 from spacy_dekd.cli.distill import distill
 
 from .conftest import ROOT, accuracy, spacy_cli
-from .test_unlabelled import config_with, texts, unlabelled_overrides  # noqa: F401 (texts: a fixture)
+from .test_unlabelled import config_with, unlabelled_overrides
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
