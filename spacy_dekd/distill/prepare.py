@@ -7,6 +7,7 @@ student, sizes the teacher budget, builds the optimizer, and returns a
 Nothing here writes to the output folder.
 """
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -285,7 +286,9 @@ def _read_unlabelled(nlp: Language, dot_name: Optional[str], console: Console) -
         return []
     reader = _corpus(nlp, dot_name)
     if isinstance(reader, PlainTextCorpus) and reader.min_length < 1 and reader.max_length < 1:
-        files = walk_corpus(reader.path, ".txt")
+        with warnings.catch_warnings():  # spaCy's W090 for no .txt file: D041 says more
+            warnings.simplefilter("ignore", UserWarning)
+            files = walk_corpus(reader.path, ".txt")
         if not files:
             path = Path(reader.path)
             found = "holds no .txt file" if path.is_dir() else "is not a .txt file" if path.exists() else "does not exist"
