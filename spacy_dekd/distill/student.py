@@ -19,14 +19,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from spacy.pipeline import TextCategorizer
-from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.util import registry
 
 from ..errors import DistillationError, Errors
 from ..models.pytorch import ClassifierOutput, shrink_classifier
 from ..pipeline.textcat import TransformerTextCategorizer
 from .checkpoint import module_sha256
-from .frozen import empty_output
+from .frozen import empty_output, exclusive
 from .selectors import first_layers, last_layers, spread_layers
 from .spacy_student import SpacyTextcatStudent, initialize_textcat
 from .types import Student
@@ -133,7 +132,7 @@ def copy_labels(student: TransformerTextCategorizer, teacher: TransformerTextCat
             f"Teacher labels {list(teacher.labels)} differ from student labels "
             f"{list(student.labels)}: the student must predict the teacher's classes."
         )
-    teacher_exclusive = exclusive_teacher(teacher)
+    teacher_exclusive = exclusive(teacher)
     if student.exclusive_classes != teacher_exclusive:
         raise ValueError(
             f"Teacher exclusive_classes={teacher_exclusive} but student "
@@ -204,7 +203,7 @@ def make_student_from_pretrained_v1() -> StudentInit:
 
     def init(student: Any, teacher: Any) -> str:
         if not isinstance(student, TransformerTextCategorizer):
-            initialize_textcat(student, teacher.labels, exclusive=exclusive_teacher(teacher))
+            initialize_textcat(student, teacher.labels, exclusive=exclusive(teacher))
             return "fresh weights"
         copy_labels(student, teacher)
         student.model.set_dim("nO", len(student.labels), force=True)
@@ -216,7 +215,3 @@ def make_student_from_pretrained_v1() -> StudentInit:
 
 registry.misc("spacy-dekd.StudentFromConfig.v1")(make_student_from_pretrained_v1)
 
-
-def exclusive_teacher(teacher: Any) -> bool:
-    """Whether the teacher's classes are exclusive (spaCy's textcat's are)."""
-    return getattr(teacher, "exclusive_classes", not isinstance(teacher, MultiLabel_TextCategorizer))
