@@ -60,6 +60,7 @@ setup(
         "spacy_cli": [
             "distill = spacy_dekd.cli.distill:distill_cli",
             "init_distill_config = spacy_dekd.cli.init_config:init_distill_config_cli",
+            "init_encoder_vectors = spacy_dekd.cli.vectors:init_encoder_vectors_cli",
             "textcat_export = spacy_dekd.cli.export:textcat_export_cli",
             "textcat_quantize = spacy_dekd.cli.export:textcat_quantize_cli",
         ],

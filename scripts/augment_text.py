@@ -22,19 +22,9 @@ import time
 from pathlib import Path
 from typing import List
 
-import spacy
-
 from spacy_dekd.augment import WORD, embedding_neighbours, variants
-from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.corpus import read_texts
 from spacy_dekd.files import OutputError, check_output
-
-
-def read_texts(path: Path, text_field: str) -> List[str]:
-    if path.suffix == ".txt":
-        with open(path, encoding="utf8") as f:
-            return [line.strip() for line in f if line.strip()]
-    corpus = DatasetCorpus(path, text_field=text_field, label_field=None)
-    return [eg.reference.text for eg in corpus(spacy.blank("en"))]
 
 
 def main(argv: List[str]) -> int:
@@ -70,7 +60,11 @@ def main(argv: List[str]) -> int:
               "folder, and share its name with neither the output nor another copy.", file=sys.stderr)
         return 1
     start = time.perf_counter()
-    texts = [text for path in args.inputs for text in read_texts(path, args.text_field)]
+    try:
+        texts = [text for path in args.inputs for text in read_texts(path, args.text_field)]
+    except ValueError as err:
+        print(f"✘ {err}", file=sys.stderr)
+        return 1
     words = {word for text in texts for word in WORD.findall(text)}
     neighbours = embedding_neighbours(args.model, words, k=args.neighbours)
     args.output.parent.mkdir(parents=True, exist_ok=True)

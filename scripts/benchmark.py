@@ -32,9 +32,8 @@ if "--threads" in sys.argv[:-1]:
         os.environ[variable] = sys.argv[sys.argv.index("--threads") + 1]
 
 import spacy  # noqa: E402
-from spacy.tokens import DocBin  # noqa: E402
 
-from spacy_dekd.corpus import DatasetCorpus
+from spacy_dekd.corpus import read_texts
 from spacy_dekd.files import check_output
 
 from evaluate import named_pipelines, one_line_errors  # scripts/ is on the path
@@ -85,13 +84,6 @@ def main(argv: List[str]) -> int:
     parser.add_argument("-V", "--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     return one_line_errors(lambda: benchmark(args), verbose=args.verbose)
-
-
-def read_texts(data: Path, text_field: str) -> List[str]:
-    if data.suffix == ".spacy":
-        return [doc.text for doc in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)]
-    corpus = DatasetCorpus(data, text_field=text_field, label_field=None)
-    return [eg.reference.text for eg in corpus(spacy.blank("en"))]
 
 
 def benchmark(args: argparse.Namespace) -> int:

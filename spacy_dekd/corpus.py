@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
+import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
@@ -198,6 +199,22 @@ def load_rows(path: str, split: str = "train") -> Any:
             f"by name failed ({type(err).__name__}). Build the corpus with "
             "`spacy project run corpus`, or check the path."
         ) from err
+
+
+def read_texts(path: Union[str, Path], text_field: str = "text") -> List[str]:
+    """The texts of a file: a `.txt` file a text a line (blank lines left
+    out), a `.spacy` DocBin, or a csv/tsv/json(l)/parquet file's text field.
+    """
+    path = Path(path)
+    if path.suffix == ".txt":
+        check_text_file(path)
+        with open(path, encoding="utf8") as f:
+            return [line.strip() for line in f if line.strip()]
+    nlp = spacy.blank("en")
+    if path.suffix == ".spacy":
+        return [doc.text for doc in DocBin().from_disk(path).get_docs(nlp.vocab)]
+    corpus = DatasetCorpus(path, text_field=text_field, label_field=None)
+    return [eg.reference.text for eg in corpus(nlp)]
 
 
 def check_text_file(path: Path) -> None:

@@ -164,6 +164,15 @@ class Errors(metaclass=ErrorsWithCodes):
     D046 = (
         "The student '{name}' gives logits alone, no layer states, but {what} reads them: {fix}."
     )
+    D047 = (
+        "The student config's [initialize] vectors '{vectors}' is neither a folder nor an installed "
+        "package: write them with `spacy init encoder-vectors` (or `spacy init vectors`), or set it to null."
+    )
+    D048 = (
+        "The student component '{name}' needs static vectors: set paths.vectors (the config's "
+        "[initialize] vectors) to a folder `spacy init encoder-vectors` wrote, or set "
+        "include_static_vectors = false."
+    )
 
     # pipeline/scorer.py
     D039 = (

@@ -1,10 +1,11 @@
 """Files: where spacy-dekd may write, how it replaces what was there, and
 what it reads as text is checked to be text. What it writes is left as
 `spacy train` leaves its files."""
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
 
 
 class OutputError(Exception):
@@ -92,6 +93,27 @@ def replace_folder(new: Path, output: Path) -> None:
         output.unlink()
     new.rename(output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """A sibling folder written first and renamed to `output` when the block
+    ends (`replace_folder`); removed, `output` untouched, on failure.
+    RAISES OutputError: The folder could not be written.
+    """
+    tmp = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        yield tmp
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"Cannot write '{output}': {err.strerror or err}.") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    make_readable(tmp)
+    replace_folder(tmp, output)
 
 
 def not_utf8(data: bytes, first_line: int = 1) -> Optional[str]:

@@ -25,6 +25,8 @@ from spacy.cli._util import (
     setup_gpu,
     show_validation_error,
 )
+from spacy.language import Language
+from spacy.training.initialize import load_vectors_into_model
 from thinc.api import fix_random_seed, set_gpu_allocator
 from wasabi import color, msg
 
@@ -130,6 +132,7 @@ def distill(
     with show_validation_error(student_config_path, hint_fill=False):
         nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
         T = resolve_distillation(nlp)
+    load_vectors(nlp)
     assistant = None
     if assistant_path and not T["objective"].uses_assistant:
         if world.is_main:
@@ -146,6 +149,23 @@ def distill(
     if output_path is not None and world.is_main:
         msg.good(f"Saved the student to {output_path / 'model-best'} and {output_path / 'model-last'}")
     return metrics
+
+
+def load_vectors(nlp: Language) -> None:
+    """The student's `[initialize] vectors`, loaded as `spacy train` loads
+    them, before its weights are made (a textcat with static vectors reads
+    their width then).
+    """
+    vectors = nlp.config.interpolate().get("initialize", {}).get("vectors")
+    if vectors:
+        if not (Path(vectors).is_dir() or util.is_package(vectors)):
+            raise DistillationError(Errors.D047.format(vectors=vectors))
+        load_vectors_into_model(nlp, vectors)
+    if nlp.vocab.vectors.shape[0] == 0:
+        for name, pipe in nlp.pipeline:
+            model = getattr(pipe, "model", None)
+            if model is not None and any(node.name == "static_vectors" for node in model.walk()):
+                raise DistillationError(Errors.D048.format(name=name))
 
 
 def follow_teacher_lengths(config: Dict[str, Any], teacher: Any) -> None:

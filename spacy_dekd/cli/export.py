@@ -7,12 +7,11 @@
 Each writes into a staged sibling of OUTPUT and renames it into place when
 all is written and checked: a failure leaves no half-written folder.
 """
-import contextlib
 import logging
 import shutil
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy
 import srsly
@@ -22,7 +21,7 @@ from spacy.language import Language
 from wasabi import msg
 
 from ..errors import fail
-from ..files import OutputError, check_output, make_readable, replace_folder
+from ..files import OutputError, check_output, staged_folder
 from ..models.classifier import SETTINGS_NAME, TransformerClassifierShim
 from ..models.hf import export_hf
 from ..models.onnx_model import ONNX_NAME, OnnxError, export_fused, export_onnx, input_names, quantize_int8, require_onnx
@@ -81,7 +80,7 @@ def _run(job: Any, verbose: bool) -> None:
         logging.getLogger("spacy_dekd").setLevel(logging.DEBUG)
     try:
         job()
-    except (ExportError, OnnxError) as err:
+    except (ExportError, OnnxError, OutputError) as err:
         if verbose:
             raise
         fail(str(err))
@@ -148,7 +147,7 @@ def textcat_export(pipeline: str, output: Path, *, fmt: str = "hf", component: O
     exporter.check()
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
-    with _staged(output) as tmp:
+    with staged_folder(output) as tmp:
         try:
             info = exporter.write(pipe, tmp)
         except ValueError as err:
@@ -191,7 +190,7 @@ def textcat_quantize(
     nlp = _load(pipeline)
     pipe = _component(nlp, pipeline, component)
     name = pipe.name
-    with _staged(output) as tmp:
+    with staged_folder(output) as tmp:
         nlp.to_disk(tmp)
         model_dir = tmp / name / "model"
         fp32_size = sum(p.stat().st_size for p in model_dir.iterdir())
@@ -270,26 +269,6 @@ def _check_output(output: Path, pipeline: str, force: bool) -> None:
         raise ExportError(f"The output '{output}' exists: choose a new folder, or pass --force to replace it.")
     if not output.parent.exists():
         raise ExportError(f"The folder '{output.parent}' for the output does not exist: create it first.")
-
-
-@contextlib.contextmanager
-def _staged(output: Path) -> Iterator[Path]:
-    """A sibling folder written first and renamed to `output` on success;
-    removed, `output` untouched, on failure.
-    """
-    tmp = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        yield tmp
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"Cannot write '{output}': {err.strerror or err}.") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    make_readable(tmp)
-    replace_folder(tmp, output)
 
 
 def _load(pipeline: str) -> Language:

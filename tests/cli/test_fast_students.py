@@ -7,6 +7,7 @@ from thinc.api import Config
 
 import spacy_dekd.distill.loop as loop_module
 from spacy_dekd.cli.distill import distill
+from spacy_dekd.cli.vectors import init_encoder_vectors
 from spacy_dekd.configs import config_text
 from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.errors import DistillationError
@@ -19,11 +20,11 @@ def fast_config(tmp_path, variant, **changes):
     config = Config().from_str(config_text(variant), interpolate=False)
     model = config["components"]["textcat"]["model"]
     if "tok2vec" in model:
-        model["tok2vec"]["embed"].update(width=16, rows=[200, 50, 50, 50])
+        embed = model["tok2vec"]["embed"]
+        embed.update(width=16, rows=[200, 50, 50, 50][: len(embed["attrs"])])
         model["tok2vec"]["encode"].update(width=16, depth=1)
-        model["linear_model"]["length"] = 4096
-    else:
-        model["length"] = 4096
+    if "linear_model" in model or "tok2vec" not in model:
+        model.get("linear_model", model)["length"] = 4096
     for dotted, value in changes.items():
         *path, key = dotted.split(".")
         node = config
@@ -42,10 +43,19 @@ def fast_overrides(toy_data, models, pool, **extra):
     })
 
 
-@pytest.mark.parametrize("variant", ["fast_cnn", "fast_bow"])
-def test_spacy_textcat_students_learn_the_teachers_task(models, toy_data, texts, tmp_path, capsys, variant):
+@pytest.fixture(scope="module")
+def vectors(models, texts):
+    """Vectors from the teacher's fine-tuned encoder, for the static student."""
+    path = texts["root"] / "vectors"
+    init_encoder_vectors(str(models["teacher"]), path, [texts["unlabelled"]], width=8)
+    return path
+
+
+@pytest.mark.parametrize("variant", ["fast_cnn", "fast_bow", "static"])
+def test_spacy_textcat_students_learn_the_teachers_task(models, toy_data, texts, vectors, tmp_path, capsys, variant):
     out = tmp_path / "out"
-    metrics = distill(str(models["teacher"]), fast_config(tmp_path, variant), out, overrides=fast_overrides(toy_data, models, texts))
+    extra = {"paths.vectors": str(vectors)} if variant == "static" else {}
+    metrics = distill(str(models["teacher"]), fast_config(tmp_path, variant), out, overrides=fast_overrides(toy_data, models, texts, **extra))
     printed = capsys.readouterr().out
     assert "Student: spaCy's textcat (spacy.TextCat" in printed and "from fresh weights" in printed
     assert metrics["teacher_answers"] > 0 and metrics["query_rounds"]
@@ -87,4 +97,12 @@ def test_what_a_logits_only_student_cannot_do_is_refused_before_the_first_step(m
     cfg = fast_config(tmp_path, "fast_bow", **change)
     with pytest.raises(DistillationError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=fast_overrides(toy_data, models, texts))
+    assert not (tmp_path / "out" / "model-last").exists()
+
+
+def test_a_static_student_without_its_vectors_is_one_line(models, toy_data, texts, tmp_path):
+    cfg = fast_config(tmp_path, "static")
+    for vectors, expected in [(None, r"needs static vectors: set paths.vectors"), (str(tmp_path / "nowhere"), r"\[D047\]")]:
+        with pytest.raises(DistillationError, match=expected):
+            distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=fast_overrides(toy_data, models, texts, **{"paths.vectors": vectors}))
     assert not (tmp_path / "out" / "model-last").exists()
