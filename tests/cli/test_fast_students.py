@@ -1,6 +1,7 @@
-"""`spacy distill` into spaCy's own textcat (configs fast_cnn and fast_bow,
-shrunk to toy size): it learns the teacher's task, resumes bit-identically
-after a kill, and refuses in one line what a logits-only student cannot do."""
+"""`spacy distill` into spaCy's own textcat (configs fast_cnn, fast_bow and
+static, shrunk to toy size, over vectors from the toy teacher's encoder): it
+learns the teacher's task, resumes bit-identically after a kill, and refuses
+in one line what a logits-only student cannot do."""
 import pytest
 import spacy
 from thinc.api import Config
@@ -54,8 +55,8 @@ def vectors(models, texts):
 @pytest.mark.parametrize("variant", ["fast_cnn", "fast_bow", "static"])
 def test_spacy_textcat_students_learn_the_teachers_task(models, toy_data, texts, vectors, tmp_path, capsys, variant):
     out = tmp_path / "out"
-    extra = {"paths.vectors": str(vectors)} if variant == "static" else {}
-    metrics = distill(str(models["teacher"]), fast_config(tmp_path, variant), out, overrides=fast_overrides(toy_data, models, texts, **extra))
+    over = fast_overrides(toy_data, models, texts, **{"paths.vectors": str(vectors)})
+    metrics = distill(str(models["teacher"]), fast_config(tmp_path, variant), out, overrides=over)
     printed = capsys.readouterr().out
     assert "Student: spaCy's textcat (spacy.TextCat" in printed and "from fresh weights" in printed
     assert metrics["teacher_answers"] > 0 and metrics["query_rounds"]
@@ -65,9 +66,11 @@ def test_spacy_textcat_students_learn_the_teachers_task(models, toy_data, texts,
     assert nlp.evaluate(list(DatasetCorpus(toy_data["dev"])(nlp)))["cats_micro_f"] >= 0.9
 
 
-def test_a_killed_spacy_textcat_student_resumes_bit_identical(models, toy_data, texts, tmp_path, monkeypatch):
+def test_a_killed_spacy_textcat_student_resumes_bit_identical(models, toy_data, texts, vectors, tmp_path, monkeypatch):
     cfg = fast_config(tmp_path, "fast_cnn")
-    over = fast_overrides(toy_data, models, texts, **{"distillation.max_epochs": 3, "distillation.eval_frequency": 4, "distillation.dropout": 0.2})
+    over = fast_overrides(toy_data, models, texts, **{
+        "distillation.max_epochs": 3, "distillation.eval_frequency": 4, "distillation.dropout": 0.2, "paths.vectors": str(vectors),
+    })
     teacher = str(models["teacher"])
     whole = distill(teacher, cfg, tmp_path / "whole", overrides=over)
     original = loop_module.step
@@ -100,8 +103,9 @@ def test_what_a_logits_only_student_cannot_do_is_refused_before_the_first_step(m
     assert not (tmp_path / "out" / "model-last").exists()
 
 
-def test_a_static_student_without_its_vectors_is_one_line(models, toy_data, texts, tmp_path):
-    cfg = fast_config(tmp_path, "static")
+@pytest.mark.parametrize("variant", ["fast_cnn", "static"])
+def test_a_student_without_its_vectors_is_one_line(models, toy_data, texts, tmp_path, variant):
+    cfg = fast_config(tmp_path, variant)
     for vectors, expected in [(None, r"needs static vectors: set paths.vectors"), (str(tmp_path / "nowhere"), r"\[D047\]")]:
         with pytest.raises(DistillationError, match=expected):
             distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=fast_overrides(toy_data, models, texts, **{"paths.vectors": vectors}))
