@@ -64,7 +64,15 @@ def models_section(out: Path) -> List[str]:
 
 
 # The `fast` workflow's rivals: the same architecture trained on the labels alone.
-RIVALS = {"fast-cnn": "fast-cnn-no-teacher", "fast-bow": "fast-bow-no-teacher", "student": "no-teacher", "student-int8": "no-teacher"}
+def rivals() -> Dict[str, str]:
+    """Each student's no-teacher rival, as the evaluate steps paired them
+    (`--rival`, in their distillation.json).
+    """
+    pairs: Dict[str, str] = {}
+    for path in (Path("metrics/distillation.json"), Path("metrics/fast/distillation.json")):
+        students = (read(path) or {}).get("students") or {}
+        pairs.update({name: report["rival"] for name, report in students.items() if isinstance(report, dict)})
+    return pairs
 
 
 def frontier_section(out: Path) -> List[str]:
@@ -83,8 +91,9 @@ def frontier_section(out: Path) -> List[str]:
 
     teacher = bench["results"]["teacher"]["words_per_second"]
     rows, points = [], []
+    pairs = rivals()
     for name, r in bench["results"].items():
-        acc, rival = accuracy(name), RIVALS.get(name)
+        acc, rival = accuracy(name), pairs.get(name)
         rival_acc = accuracy(rival) if rival else None
         points.append((name, r["words_per_second"], acc, rival_acc))
         rows.append(

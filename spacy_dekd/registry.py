@@ -12,6 +12,7 @@ add to it.
     dekd_layer_selectors  which teacher layers the student aligns to (Eq. 8)
     dekd_trainers         the trainer `spacy distill` runs
     dekd_exporters        what `spacy textcat-export --format` writes
+    dekd_students         kinds of student: the components `spacy distill` can train
 
 Routers and layer selectors were released in `dekd_selectors`, objectives in
 `dekd_losses`: `alias_released_names` keeps those names resolving there, so
@@ -24,7 +25,7 @@ from spacy.util import registry as spacy_registry
 
 REGISTRY_NAMES = (
     "dekd_objectives", "dekd_losses", "dekd_selectors", "dekd_routers", "dekd_layer_selectors",
-    "dekd_trainers", "dekd_exporters",
+    "dekd_trainers", "dekd_exporters", "dekd_students",
 )
 # A registry split off by role → the registry its names were released in.
 RELEASED_IN: Dict[str, str] = {
@@ -48,6 +49,7 @@ class registry(spacy_registry):
     dekd_layer_selectors: catalogue.Registry = getattr(spacy_registry, "dekd_layer_selectors")
     dekd_trainers: catalogue.Registry = getattr(spacy_registry, "dekd_trainers")
     dekd_exporters: catalogue.Registry = getattr(spacy_registry, "dekd_exporters")
+    dekd_students: catalogue.Registry = getattr(spacy_registry, "dekd_students")
 
 
 def released_aliases() -> Iterator[Tuple[str, str, str]]:

@@ -2,10 +2,13 @@
 `Student` seam (types.py), and how it gets its first weights, in
 `[distillation.student_init]`.
 
-`make_student` wraps the student component: a torch `transformer_textcat`
+`make_student` wraps the student component in the first kind of student
+registered in `dekd_students` that takes it: a torch `transformer_textcat`
 (`TransformerStudent`: logits and every layer's states) or spaCy's own
 `textcat` / `textcat_multilabel` with any architecture spaCy registers
-(spacy_student.py: logits alone). Anything else is refused in one line.
+(spacy_student.py: logits alone). A kind is a function (component,
+architecture) → a `Student`, or None for a component it does not take; a
+component no kind takes is refused in one line.
 
 `spacy-dekd.StudentFromTeacher.v1` copies the teacher's embeddings, some of
 its layers (a list, or a strategy) and its head; `spacy-dekd.StudentFromPretrained.v1`
@@ -19,11 +22,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from spacy.pipeline import TextCategorizer
-from spacy.util import registry
 
 from ..errors import DistillationError, Errors
 from ..models.pytorch import ClassifierOutput, shrink_classifier
 from ..pipeline.textcat import TransformerTextCategorizer
+from ..registry import registry
 from .checkpoint import module_sha256
 from .frozen import empty_output, exclusive
 from .selectors import first_layers, last_layers, spread_layers
@@ -37,17 +40,34 @@ LAYER_STRATEGIES = {"uniform": spread_layers, "first": first_layers, "last": las
 
 
 def make_student(pipe: Any, architecture: str = "") -> Student:
-    """The seam over the student component; `architecture` is its model's
-    registered name, for the run's header.
-    RAISES DistillationError: a component spacy distill cannot train.
+    """The seam over the student component: the first kind of student in
+    the `dekd_students` registry that takes it. `architecture` is its
+    model's registered name, for the run's header.
+    RAISES DistillationError: a component no kind of student takes.
     """
-    if isinstance(pipe, TransformerTextCategorizer):
-        if pipe.runtime != "torch":
-            raise DistillationError(Errors.D026.format(student_name=pipe.name, kind="an ONNX transformer_textcat (it cannot train)"))
-        return TransformerStudent(pipe)
-    if isinstance(pipe, TextCategorizer):  # textcat_multilabel too
-        return SpacyTextcatStudent(pipe, architecture)
+    for kind in registry.dekd_students.get_all().values():
+        student = kind(pipe, architecture)
+        if student is not None:
+            return student
     raise DistillationError(Errors.D026.format(student_name=pipe.name, kind=f"a {type(pipe).__name__}"))
+
+
+@registry.dekd_students("spacy-dekd.TransformerStudent.v1")
+def transformer_student(pipe: Any, architecture: str = "") -> Optional[Student]:
+    """A torch `transformer_textcat`: logits and every layer's states."""
+    if not isinstance(pipe, TransformerTextCategorizer):
+        return None
+    if pipe.runtime != "torch":
+        raise DistillationError(Errors.D026.format(student_name=pipe.name, kind="an ONNX transformer_textcat (it cannot train)"))
+    return TransformerStudent(pipe)
+
+
+@registry.dekd_students("spacy-dekd.SpacyTextcatStudent.v1")
+def spacy_textcat_student(pipe: Any, architecture: str = "") -> Optional[Student]:
+    """spaCy's own `textcat` or `textcat_multilabel`: logits alone."""
+    if not isinstance(pipe, TextCategorizer):  # textcat_multilabel too
+        return None
+    return SpacyTextcatStudent(pipe, architecture)
 
 
 class TransformerStudent:
