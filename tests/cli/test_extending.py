@@ -70,3 +70,71 @@ def test_the_example_exporter_is_a_format_of_textcat_export(models, tmp_path):
     written = json.loads((tmp_path / "labels" / "labels.json").read_text())
     assert info == {"format": "labels", "n_labels": 2} and written["exclusive"] is True
     assert len(written["labels"]) == 2
+
+
+@pytest.fixture(scope="module")
+def students_module(tmp_path_factory):
+    """The page's BiLSTM student, imported once: its factory and kind stay registered."""
+    return example("my_students.py", tmp_path_factory.mktemp("students"))[1]
+
+
+def bilstm_config(tmp_path):
+    from thinc.api import Config
+
+    from spacy_dekd.configs import config_text
+
+    config = Config().from_str(config_text("fast_bow"), interpolate=False)
+    config["components"]["textcat"] = {"factory": "bilstm_textcat", "rows": 512, "width": 16}
+    path = tmp_path / "bilstm.cfg"
+    config.to_disk(path)
+    return path
+
+
+def test_the_example_student_kind_gives_the_components_own_predictions(students_module):
+    import spacy
+
+    from spacy_dekd.distill.student import make_student
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("bilstm_textcat", config={"rows": 64, "width": 8})
+    pipe.initialize(None, labels=["negative", "positive"])
+    student = make_student(pipe)
+    assert isinstance(student, students_module.BiLSTMStudent) and not student.gives_states
+    docs = [nlp.make_doc(text) for text in ("a good film", "dull", "the plot was very boring and weak")]
+    probs = student.forward(docs, is_train=False).logits.softmax(-1)
+    for doc, row in zip(docs, probs):
+        assert list(nlp(doc.text).cats.values()) == pytest.approx(row.tolist(), abs=1e-6)
+
+
+def test_spacy_distill_trains_the_example_student_and_resumes_it_bit_identical(students_module, models, toy_data, texts, tmp_path, monkeypatch):
+    import spacy
+
+    import spacy_dekd.distill.loop as loop_module
+    from spacy_dekd.cli.distill import distill
+    from spacy_dekd.corpus import DatasetCorpus
+
+    from .conftest import scores_and_losses, weights
+
+    cfg = bilstm_config(tmp_path)
+    over = overrides(toy_data, models["narrow"], **{
+        "paths.train": str(texts["labelled"]), "paths.unlabeled": str(texts["unlabelled"]), "distillation.max_epochs": 6,
+        "distillation.teacher_budget": None, "distillation.eval_frequency": 8, "distillation.optimizer.learn_rate": 0.01,
+    })
+    teacher = str(models["teacher"])
+    whole = distill(teacher, cfg, tmp_path / "whole", overrides=over)
+    nlp = spacy.load(tmp_path / "whole" / "model-best")
+    assert nlp.evaluate(list(DatasetCorpus(toy_data["dev"])(nlp)))["cats_micro_f"] >= 0.9
+    original = loop_module.step
+
+    def dying(run, ids, i):
+        if i == 9:
+            raise KeyboardInterrupt
+        return original(run, ids, i)
+
+    monkeypatch.setattr(loop_module, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, tmp_path / "cut", overrides=over)
+    monkeypatch.setattr(loop_module, "step", original)
+    resumed = distill(teacher, cfg, tmp_path / "cut", overrides=over, resume=True)
+    assert scores_and_losses(resumed) == scores_and_losses(whole)
+    assert (tmp_path / "cut" / "model-last" / "textcat" / "model.pt").read_bytes() == (tmp_path / "whole" / "model-last" / "textcat" / "model.pt").read_bytes()
