@@ -11,7 +11,7 @@ import torch
 from spacy.training.corpus import PlainTextCorpus
 from transformers import AutoModel
 
-from spacy_dekd.augment import WORD, embedding_neighbours, variant, variants
+from spacy_dekd.augment import embedding_neighbours, variant, variants
 
 from .conftest import NEUTRAL, VOCAB, write_jsonl, write_tiny_encoder
 

@@ -113,7 +113,7 @@ def test_spacy_distill_trains_the_example_student_and_resumes_it_bit_identical(s
     from spacy_dekd.cli.distill import distill
     from spacy_dekd.corpus import DatasetCorpus
 
-    from .conftest import scores_and_losses, weights
+    from .conftest import scores_and_losses
 
     cfg = bilstm_config(tmp_path)
     over = overrides(toy_data, models["narrow"], **{
