@@ -191,3 +191,26 @@ def test_launch_errors_are_one_line(models, parallel_setup, tmp_path):
         assert result.returncode != 0
         assert "torch sees none on this node: drop --gpu-id" in result.stderr
     assert not Path(tmp_path / "out").exists()
+
+
+def test_spacys_textcat_student_runs_data_parallel(models, toy_data, unlabelled_setup, tmp_path):
+    """Its thinc arrays are torch tensors sharing their memory: broadcast,
+    gradient averaging and the optimizer's step reach the thinc model, and
+    query rounds select over the predictions gathered from both ranks.
+    """
+    from .test_fast_students import fast_config
+
+    _, over, _ = unlabelled_setup
+    cfg = fast_config(tmp_path, "fast_bow")
+    over = {**over, "distillation.optimizer.learn_rate": 0.01}
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, nproc in ((one, None), (two, 2)):
+        result = run(distill_cmd(models, cfg, out, over, nproc=nproc))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    m1, m2 = (json.loads((out / "metrics.json").read_text()) for out in (one, two))
+    assert (m1["world_size"], m2["world_size"]) == (1, 2)
+    assert m2["teacher_forward_passes"] == m1["teacher_forward_passes"] > 0
+    assert m2["query_rounds"] == m1["query_rounds"]
+    assert [r["loss"] for r in m2["history"]] == pytest.approx([r["loss"] for r in m1["history"]], rel=1e-4, abs=1e-6)
+    p1, p2 = (probabilities(out / "model-last", toy_data["dev"]) for out in (one, two))
+    assert float((p1 - p2).abs().max()) < 1e-4
