@@ -27,7 +27,6 @@ from ..files import OutputError, check_output, staged_folder
 from ..vectors import count_words, encoder_vectors
 
 
-
 @init_cli.command("encoder-vectors")
 def init_encoder_vectors_cli(
     # fmt: off

@@ -112,3 +112,24 @@ def scores_and_losses(metrics):
         (r["step"], r["loss"], r.get("score"), {k: v for k, v in r.get("scores", {}).items() if k != "speed"})
         for r in metrics["history"]
     ]
+
+
+def killed_and_resumed(monkeypatch, teacher, cfg, output, over, *, at_step):
+    """`spacy distill` into `output` killed (Ctrl-C) before step `at_step`,
+    then resumed with --resume: the resumed run's metrics.
+    """
+    import spacy_dekd.distill.loop as loop_module
+    from spacy_dekd.cli.distill import distill
+
+    original = loop_module.step
+
+    def dying(run, ids, i):
+        if i == at_step:
+            raise KeyboardInterrupt
+        return original(run, ids, i)
+
+    monkeypatch.setattr(loop_module, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, cfg, output, overrides=over)
+    monkeypatch.setattr(loop_module, "step", original)
+    return distill(teacher, cfg, output, overrides=over, resume=True)

@@ -109,11 +109,10 @@ def test_the_example_student_kind_gives_the_components_own_predictions(students_
 def test_spacy_distill_trains_the_example_student_and_resumes_it_bit_identical(students_module, models, toy_data, texts, tmp_path, monkeypatch):
     import spacy
 
-    import spacy_dekd.distill.loop as loop_module
     from spacy_dekd.cli.distill import distill
     from spacy_dekd.corpus import DatasetCorpus
 
-    from .conftest import scores_and_losses
+    from .conftest import killed_and_resumed, scores_and_losses
 
     cfg = bilstm_config(tmp_path)
     over = overrides(toy_data, models["narrow"], **{
@@ -124,17 +123,6 @@ def test_spacy_distill_trains_the_example_student_and_resumes_it_bit_identical(s
     whole = distill(teacher, cfg, tmp_path / "whole", overrides=over)
     nlp = spacy.load(tmp_path / "whole" / "model-best")
     assert nlp.evaluate(list(DatasetCorpus(toy_data["dev"])(nlp)))["cats_micro_f"] >= 0.9
-    original = loop_module.step
-
-    def dying(run, ids, i):
-        if i == 9:
-            raise KeyboardInterrupt
-        return original(run, ids, i)
-
-    monkeypatch.setattr(loop_module, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        distill(teacher, cfg, tmp_path / "cut", overrides=over)
-    monkeypatch.setattr(loop_module, "step", original)
-    resumed = distill(teacher, cfg, tmp_path / "cut", overrides=over, resume=True)
+    resumed = killed_and_resumed(monkeypatch, teacher, cfg, tmp_path / "cut", over, at_step=9)
     assert scores_and_losses(resumed) == scores_and_losses(whole)
     assert (tmp_path / "cut" / "model-last" / "textcat" / "model.pt").read_bytes() == (tmp_path / "whole" / "model-last" / "textcat" / "model.pt").read_bytes()

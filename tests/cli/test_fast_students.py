@@ -6,14 +6,13 @@ import pytest
 import spacy
 from thinc.api import Config
 
-import spacy_dekd.distill.loop as loop_module
 from spacy_dekd.cli.distill import distill
 from spacy_dekd.cli.vectors import init_encoder_vectors
 from spacy_dekd.configs import config_text
 from spacy_dekd.corpus import DatasetCorpus
 from spacy_dekd.errors import DistillationError
 
-from .conftest import overrides, scores_and_losses, weights
+from .conftest import killed_and_resumed, overrides, scores_and_losses, weights
 
 
 def fast_config(tmp_path, variant, **changes):
@@ -73,18 +72,7 @@ def test_a_killed_spacy_textcat_student_resumes_bit_identical(models, toy_data, 
     })
     teacher = str(models["teacher"])
     whole = distill(teacher, cfg, tmp_path / "whole", overrides=over)
-    original = loop_module.step
-
-    def dying(run, ids, i):
-        if i == 7:
-            raise KeyboardInterrupt
-        return original(run, ids, i)
-
-    monkeypatch.setattr(loop_module, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        distill(teacher, cfg, tmp_path / "cut", overrides=over)
-    monkeypatch.setattr(loop_module, "step", original)
-    resumed = distill(teacher, cfg, tmp_path / "cut", overrides=over, resume=True)
+    resumed = killed_and_resumed(monkeypatch, teacher, cfg, tmp_path / "cut", over, at_step=7)
     assert scores_and_losses(resumed) == scores_and_losses(whole)
     assert resumed["query_rounds"] == whole["query_rounds"]
     assert weights(tmp_path / "cut" / "model-last") == weights(tmp_path / "whole" / "model-last")
