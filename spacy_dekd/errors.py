@@ -173,6 +173,13 @@ class Errors(metaclass=ErrorsWithCodes):
         "[initialize] vectors) to a folder `spacy init encoder-vectors` wrote, or set "
         "include_static_vectors = false."
     )
+    D049 = (
+        "[distillation] teacher_answers '{path}' cannot be used: {why}."
+    )
+    D050 = (
+        "[distillation] teacher_answers keeps the teacher's logits alone, but {what} needs its "
+        "{needs}: set teacher_answers = null, or {fix}."
+    )
 
     # pipeline/scorer.py
     D039 = (

@@ -3,7 +3,9 @@
 Teacher and assistant are frozen (eval mode, no dropout), so an example's
 logits and hidden states never change within a run: the first query pays a
 forward pass, later epochs read the cache. `n_forward` counts the examples
-actually run through the model, the figure DeKD's data efficiency is about.
+actually run through the model, the figure DeKD's data efficiency is about;
+with a store of answers that runs share (store.py), the examples found there
+are taken instead and counted in `n_stored`.
 
 The cache holds rows for the examples answered, not for every example: a
 run over a large pool under a teacher budget keeps as many answers as the
@@ -21,9 +23,11 @@ import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy
 import torch
 
 from ..files import make_readable
+from .store import AnswerStore
 from .types import TeacherOutput
 
 ForwardFn = Callable[[torch.Tensor], TeacherOutput]
@@ -52,12 +56,24 @@ class OutputCache:
         self.hidden: Optional[torch.Tensor] = None
         self.uncertainty: Optional[torch.Tensor] = None
         self.n_forward = 0  # examples run through the model
+        self.n_stored = 0  # examples taken from the store instead
         self.n_requested = 0  # examples asked for, cached or not
+        self.store: Optional[AnswerStore] = None
+        self.keys_of: Optional[Callable[[torch.Tensor], numpy.ndarray]] = None
+        self.device = torch.device("cpu")
 
     @property
     def filled(self) -> torch.Tensor:
         """(n_examples,) bool: which examples have an answer."""
         return self.slot != UNFILLED
+
+    def use_store(self, store: AnswerStore, keys_of: Callable[[torch.Tensor], numpy.ndarray], device: torch.device) -> None:
+        """Take answers from `store` (logits alone) before running the model,
+        and add the ones run to it. keys_of: corpus ids → their texts' keys.
+        """
+        if self.with_hidden or self.with_uncertainty:
+            raise ValueError("a store of answers keeps logits alone")
+        self.store, self.keys_of, self.device = store, keys_of, device
 
     def known(self, ids: torch.Tensor) -> torch.Tensor:
         """(q,) bool: which of the corpus ids have an answer."""
@@ -75,8 +91,15 @@ class OutputCache:
         ids = ids.cpu()
         self.n_requested += int(ids.numel())
         missing = ids[self.slot[ids] == UNFILLED].unique()
+        keys = None
+        if missing.numel() > 0 and self.store is not None:
+            missing, keys = self._take_stored(missing)
         if missing.numel() > 0:
-            self._put(missing, forward(missing))
+            output = forward(missing)
+            self._put(missing, output)
+            self.n_forward += int(missing.numel())
+            if self.store is not None:
+                self.store.add(keys, output.logits.detach().float().cpu().numpy())
         assert self.logits is not None
         rows = self.slot[ids]
         hidden = None
@@ -88,6 +111,16 @@ class OutputCache:
             assert self.uncertainty is not None
             uncertainty = self.uncertainty[rows.to(self.uncertainty.device)]
         return TeacherOutput(logits=self.logits[rows.to(self.logits.device)], hidden_states=hidden, uncertainty=uncertainty)
+
+    def _take_stored(self, ids: torch.Tensor) -> Tuple[torch.Tensor, numpy.ndarray]:
+        """Put the stored answers of some ids; the ids left, and their keys."""
+        assert self.store is not None and self.keys_of is not None
+        keys = self.keys_of(ids)
+        found, logits = self.store.lookup(keys)
+        if found.any():
+            self._put(ids[torch.from_numpy(found)], TeacherOutput(logits=torch.from_numpy(logits).to(self.device)))
+            self.n_stored += int(found.sum())
+        return ids[torch.from_numpy(~found)], keys[~found]
 
     def _put(self, ids: torch.Tensor, output: TeacherOutput) -> None:
         start, end = self.n_rows, self.n_rows + int(ids.numel())
@@ -111,7 +144,6 @@ class OutputCache:
         self.ids[rows] = ids
         self.slot[ids] = rows
         self.n_rows = end
-        self.n_forward += int(ids.numel())
 
     def to_disk(self, path: Path, answers: Path, name: str) -> None:
         """The counts and the rows covered (path); the rows answered since the
@@ -137,7 +169,7 @@ class OutputCache:
             finally:
                 tmp.unlink(missing_ok=True)
             self.n_saved = self.n_rows
-        save_file({"counts": torch.tensor([self.n_forward, self.n_requested, self.n_rows])}, str(path))
+        save_file({"counts": torch.tensor([self.n_forward, self.n_requested, self.n_rows, self.n_stored])}, str(path))
 
     def from_disk(self, path: Path, device: torch.device, answers: Optional[Path] = None, name: str = "") -> "OutputCache":
         """RAISES ValueError: a shard the checkpoint covers is missing."""
@@ -146,7 +178,8 @@ class OutputCache:
         tensors = load_file(str(path))
         counts = [int(x) for x in tensors["counts"]]
         self.n_forward, self.n_requested = counts[:2]
-        if len(counts) == 3:  # rows in shards
+        self.n_stored = counts[3] if len(counts) > 3 else 0
+        if len(counts) >= 3:  # rows in shards
             self.n_rows = counts[2]
             tensors = _read_shards(answers, name, self.n_rows) if answers is not None else {}
             self.ids = tensors.get("ids", torch.zeros(0, dtype=torch.int64))
@@ -162,7 +195,7 @@ class OutputCache:
             filled = torch.nonzero(self.slot != UNFILLED).flatten()
             self.ids = torch.empty(self.n_rows, dtype=torch.int64)
             self.ids[self.slot[filled]] = filled
-        self.n_saved = self.n_rows if len(counts) == 3 else 0
+        self.n_saved = self.n_rows if len(counts) >= 3 else 0
         self.logits = tensors["logits"].to(device) if "logits" in tensors else None
         self.hidden = tensors["hidden"].to(device) if "hidden" in tensors else None
         self.uncertainty = tensors["uncertainty"].to(device) if "uncertainty" in tensors else None

@@ -31,8 +31,8 @@ from ..files import OutputError
 COMMIT = "commit.json"
 LOCK = ".lock"
 # Distillation settings a resumed run may change: they say how long to
-# train and how often to evaluate, not what.
-RESUMABLE = ("max_steps", "max_epochs", "eval_frequency")
+# train, how often to evaluate and where answers may be found, not what.
+RESUMABLE = ("max_steps", "max_epochs", "eval_frequency", "teacher_answers")
 
 
 def staged(path: Path) -> Path:

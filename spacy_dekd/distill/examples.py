@@ -187,6 +187,14 @@ class RunExamples(Sequence[Example]):
             doc._.text_pair = pair
         return doc
 
+    def text(self, index: int) -> Text:
+        """The text (and sentence pair) of an id, without making its Doc."""
+        if index < 0:
+            index += len(self)
+        if index < self.n_labelled:
+            return texts_of([self.labelled[index]])[0]
+        return self.texts[index - self.n_labelled]
+
     def docs(self, ids: Sequence[int]) -> "View":
         """The docs of some ids, made as they are read."""
         return View(ids, self.doc)

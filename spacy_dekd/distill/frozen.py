@@ -127,12 +127,13 @@ class FrozenModel:
 
     @property
     def n_answers(self) -> int:
-        """Distinct examples the model has answered."""
-        return self.cache.n_forward
+        """Distinct examples the model has answered, run or from the store."""
+        return self.cache.n_forward + self.cache.n_stored
 
     @property
     def passes(self) -> int:
-        """Forward passes paid for the answers: 1 + mc_samples each."""
+        """Forward passes paid for the answers: 1 + mc_samples each (none
+        for the answers taken from a store)."""
         return self.cache.n_forward * (1 + self.mc_samples)
 
     @property

@@ -257,6 +257,7 @@ def metrics(run: Run, state: DistillState) -> Dict[str, Any]:
         "assistant_answers": assistant.n_answers if assistant else 0,
         "teacher_forward_passes": teacher.passes,
         "assistant_forward_passes": assistant.passes if assistant else 0,
+        "teacher_answers_stored": teacher.cache.n_stored,
         "teacher_requests": teacher.cache.n_requested,
         "assistant_requests": assistant.cache.n_requested if assistant else 0,
         "baseline_teacher_forward_passes": every_example_every_epoch,

@@ -185,6 +185,8 @@ def write_checkpoint(run: Run, state: DistillState, path: Path, rng: List[Dict[s
         save_file({k: v.contiguous() for k, v in projections.state_dict().items()}, str(path / "projections.safetensors"))
     answers = path.parent / DIR_ANSWERS  # beside checkpoint/, outside the sets: shards are only added
     run.teacher.cache.to_disk(path / "teacher_cache.safetensors", answers, "teacher")
+    if run.teacher.cache.store is not None:  # the runs' shared answers, outside the output folder
+        run.teacher.cache.store.flush()
     if run.assistant is not None:
         run.assistant.cache.to_disk(path / "assistant_cache.safetensors", answers, "assistant")
     data = {**state.__dict__, "fingerprint": run.fingerprint, "model_sha256": run.student.digest()}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy
 import torch
 from spacy.language import Language
 from spacy.training import Example, PlainTextCorpus
@@ -27,6 +28,7 @@ from .checkpoint import config_fingerprint, pipe_sha256
 from .console import Console
 from .examples import RunExamples, Text, TextPool, texts_of
 from .frozen import FrozenModel, check_can_answer, exclusive, torch_module
+from .store import AnswerStore, teacher_digest, text_key
 from .parallel import World
 from .student import make_student
 from .rounds import QueryRounds, TeacherBudget
@@ -119,6 +121,9 @@ def prepare_run(
     examples = RunExamples(student, examples, unlabelled)
     mc = objective.mc_dropout_samples
     frozen_teacher = FrozenModel.create(teacher_pipe, len(examples), hidden=objective.needs_hidden_states, mc_samples=mc, role="teacher")
+    teacher_sha256 = pipe_sha256(teacher_pipe)
+    if T.get("teacher_answers"):
+        _use_store(frozen_teacher, teacher, teacher_sha256, Path(T["teacher_answers"]), examples, world)
     frozen_assistant = None
     if assistant_pipe is not None and objective.uses_assistant:
         frozen_assistant = FrozenModel.create(
@@ -146,7 +151,7 @@ def prepare_run(
     fingerprint = {
         "corpus": examples.fingerprint(),
         "labelled_examples": n_labelled,
-        "teacher": pipe_sha256(teacher_pipe),
+        "teacher": teacher_sha256,
         "assistant": pipe_sha256(assistant_pipe) if assistant_pipe is not None else None,
         "config": config_fingerprint(student.config.interpolate()),
     }
@@ -166,6 +171,34 @@ def prepare_run(
 
 
 Pipes = Tuple[Student, Any, Optional[Any]]
+
+
+def _use_store(frozen: FrozenModel, teacher: Language, sha256: str, path: Path, examples: RunExamples, world: World) -> None:
+    """The teacher's answers from the folder runs share (store.py), before it
+    runs: refused in one line for an objective that needs more than logits,
+    or a path that is not a store.
+    """
+    if frozen.hidden:
+        raise DistillationError(Errors.D050.format(
+            what="the layer alignment", needs="hidden states", fix="alignment_weight = 0"))
+    if frozen.mc_samples:
+        raise DistillationError(Errors.D050.format(
+            what="MUKI", needs="Monte Carlo dropout uncertainty", fix='uncertainty = "entropy" in its loss'))
+    name = frozen.pipe.name
+    digest = teacher_digest(sha256, frozen.pipe.labels, dict(teacher.config["components"][name]))
+    try:
+        store = AnswerStore.open(path, digest, frozen.pipe.labels)
+    except ValueError as err:
+        raise DistillationError(Errors.D049.format(path=path, why=err)) from err
+    # Every rank reads the shards rank 0 found: the same answers, the same rows left to run.
+    store.read(world.broadcast_object(store.shards()))
+    module = torch_module(frozen.pipe)
+    device = next(module.parameters()).device if module is not None else torch.device("cpu")
+
+    def keys_of(ids: torch.Tensor) -> numpy.ndarray:
+        return numpy.array([text_key(*examples.text(i)) for i in ids.tolist()], dtype=numpy.int64)
+
+    frozen.cache.use_store(store, keys_of, device)
 
 
 def _pipes(student: Language, teacher: Language, assistant: Optional[Language], T: Dict[str, Any], objective: Objective, console: Console) -> Pipes:

@@ -14,6 +14,7 @@ class ConfigSchemaDistill(BaseModel):
     corpus: StrictStr = Field(..., title="Path in the config to the labelled training data")
     unlabeled_corpus: Optional[StrictStr] = Field(None, title="Path in the config to unlabelled text, or null")
     teacher_budget: Optional[confloat(gt=0, le=1)] = Field(None, title="in (0, 1]: the most distinct examples the teacher may answer, as a fraction of all examples; null for no cap")  # type: ignore[valid-type]
+    teacher_answers: Optional[StrictStr] = Field(None, title="A folder of the teacher's answers that runs share (distill/store.py): answers found there are not asked again, answers paid for are added; null for none")
     pool_sample: Optional[conint(ge=1)] = Field(None, title="1 or more: the unanswered texts a query round scores, drawn at random (seeded) from the pool; null for all")  # type: ignore[valid-type]
     dropout: Optional[confloat(ge=0, lt=1)] = Field(..., title="in [0, 1): the student's dropout, or null to keep its own")  # type: ignore[valid-type]
     max_epochs: conint(ge=1) = Field(..., title="1 or more: epochs to train for; max_steps may stop sooner (0 is not spacy train's 'no limit': query rounds are planned by epoch)")  # type: ignore[valid-type]

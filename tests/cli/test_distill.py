@@ -259,6 +259,22 @@ def test_an_untrained_teacher_is_refused_before_the_first_step(models, toy_data,
     assert metrics["frozen_dev_scores"]["teacher"]["cats_accuracy"] >= 0.9
 
 
+@pytest.mark.parametrize("make,expected", [
+    (None, r"keeps the teacher's logits alone, but the layer alignment needs its hidden states: set teacher_answers = null, or alignment_weight = 0"),
+    (lambda p: (p.mkdir(), (p / "train.csv").write_text("text,label")), r"\[D049\] .* it is a folder of other files"),
+])
+def test_a_store_of_answers_it_cannot_use_is_one_line(models, toy_data, tmp_path, make, expected):
+    store = tmp_path / "answers"
+    if make is not None:
+        make(store)
+    over = overrides(toy_data, models["narrow"], **{"distillation.teacher_answers": str(store)})
+    if make is not None:
+        over["distillation.objective.alignment_weight"] = 0
+    with pytest.raises(DistillationError, match=expected):
+        distill(str(models["teacher"]), student_config(tmp_path, teacher_only=True), tmp_path / "o", overrides=over)
+    assert not (tmp_path / "o").exists() and (make is None) == (not store.exists())
+
+
 def test_student_layers_out_of_range(models, toy_data, tmp_path):
     over = overrides(toy_data, models["narrow"], **{"distillation.student_init.layers": [0, 7]})
     with pytest.raises(DistillationError, match=r"out of range.*4 layers"):

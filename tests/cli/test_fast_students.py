@@ -98,3 +98,22 @@ def test_a_student_without_its_vectors_is_one_line(models, toy_data, texts, tmp_
         with pytest.raises(DistillationError, match=expected):
             distill(str(models["teacher"]), cfg, tmp_path / "out", overrides=fast_overrides(toy_data, models, texts, **{"paths.vectors": vectors}))
     assert not (tmp_path / "out" / "model-last").exists()
+
+
+def test_runs_that_share_a_store_of_answers_ask_the_teacher_once(models, toy_data, texts, tmp_path):
+    cfg = fast_config(tmp_path, "fast_bow")
+    teacher, store = str(models["teacher"]), tmp_path / "answers"
+    over = fast_overrides(toy_data, models, texts, **{"distillation.max_epochs": 3, "distillation.teacher_answers": str(store)})
+    first = distill(teacher, cfg, tmp_path / "first", overrides=over)
+    assert first["teacher_answers_stored"] == 0 and first["teacher_forward_passes"] == first["teacher_answers"] > 0
+    # The same run again: every answer is in the store, and it learns the same.
+    again = distill(teacher, cfg, tmp_path / "again", overrides=over)
+    assert again["teacher_forward_passes"] == 0 and again["teacher_answers_stored"] == first["teacher_answers"]
+    assert again["query_rounds"] == first["query_rounds"]
+    for (step, loss, score, _), (step_again, loss_again, score_again, _) in zip(scores_and_losses(first), scores_and_losses(again)):
+        assert step_again == step and loss_again == pytest.approx(loss, abs=1e-4) and score_again == pytest.approx(score, abs=1e-4)
+    # Another seed picks other texts too: it asks only for those, and adds them.
+    other = distill(teacher, cfg, tmp_path / "other", overrides={**over, "system.seed": 1})
+    assert other["teacher_answers_stored"] + other["teacher_forward_passes"] == other["teacher_answers"]
+    assert 0 < other["teacher_answers_stored"] and other["teacher_forward_passes"] < other["teacher_answers"]
+    assert len(list(store.glob("*/answers-*.safetensors"))) >= 2 and not list(store.glob("*/*.tmp"))
