@@ -5,7 +5,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Union
 
 
 class OutputError(Exception):
@@ -93,6 +93,21 @@ def replace_folder(new: Path, output: Path) -> None:
         output.unlink()
     new.rename(output)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_whole(path: Path, write: Callable[[Path], Any], *, staged_name: Optional[str] = None) -> None:
+    """A file written into a sibling, made readable and renamed to `path`:
+    readers see all of it or none. The sibling is removed on failure.
+    staged_name: the sibling's name, where processes side by side may
+        write the same `path` (default: `path`'s name + ".tmp").
+    """
+    tmp = path.with_name(staged_name or path.name + ".tmp")
+    try:
+        write(tmp)
+        make_readable(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from spacy_dekd.files import OutputError, check_output, config_inputs, replace_folder
+from spacy_dekd.files import OutputError, check_output, config_inputs, replace_folder, write_whole
 
 
 def test_replace_folder_puts_the_new_folder_in_place_of_the_old(tmp_path):
@@ -69,3 +69,19 @@ def test_config_inputs_are_the_paths_a_config_reads(tmp_path):
         "components": {"textcat": {"factory": "textcat", "model": {"name": str(encoder)}}},
     }
     assert sorted(set(config_inputs(config))) == sorted([str(train), str(encoder)])
+
+
+def test_a_file_is_written_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "answers.bin"
+    write_whole(path, lambda tmp: tmp.write_bytes(b"first"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_bytes() == b"first" and path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def fails(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_whole(path, fails)
+    assert path.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["answers.bin"]

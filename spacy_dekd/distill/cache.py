@@ -18,7 +18,6 @@ written whole and never rewritten, and the checkpoint holds the counts and
 how many rows it covers. A save then costs the new answers, not all of them,
 and a resume reads the shards up to that count.
 """
-import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -26,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy
 import torch
 
-from ..files import make_readable
+from ..files import write_whole
 from .store import AnswerStore
 from .types import TeacherOutput
 
@@ -161,13 +160,7 @@ class OutputCache:
                 if value is not None:
                     tensors[part] = value[rows].cpu().contiguous()
             shard = answers / SHARD.format(name=name, start=self.n_saved, end=self.n_rows)
-            tmp = shard.with_name(shard.name + ".tmp")
-            try:
-                save_file(tensors, str(tmp))
-                make_readable(tmp)
-                os.replace(tmp, shard)
-            finally:
-                tmp.unlink(missing_ok=True)
+            write_whole(shard, lambda tmp: save_file(tensors, str(tmp)))
             self.n_saved = self.n_rows
         save_file({"counts": torch.tensor([self.n_forward, self.n_requested, self.n_rows, self.n_stored])}, str(path))
 

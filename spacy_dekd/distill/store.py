@@ -36,7 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy
 
-from ..files import make_readable
+from ..files import write_whole
 
 META = "store.json"
 TEACHER_PREFIX = 16  # hex digits of the teacher's digest that name its folder
@@ -134,19 +134,11 @@ class AnswerStore:
         self.path.mkdir(parents=True, exist_ok=True)
         meta_path = self.path / META
         if not meta_path.exists():
-            tmp = meta_path.with_name(f"{META}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"teacher": self.teacher, "labels": self.labels}, indent=2) + "\n", encoding="utf8")
-            make_readable(tmp)
-            os.replace(tmp, meta_path)
+            meta = json.dumps({"teacher": self.teacher, "labels": self.labels}, indent=2) + "\n"
+            write_whole(meta_path, lambda tmp: tmp.write_text(meta, encoding="utf8"), staged_name=f"{META}.{os.getpid()}.tmp")
         tensors = {"keys": numpy.concatenate(self._new_keys), "logits": numpy.concatenate(self._new_logits)}
         shard = self.path / f"{SHARD_PREFIX}{time.time_ns():020d}-{os.getpid()}{SHARD_SUFFIX}"
-        tmp = shard.with_name(shard.name + ".tmp")
-        try:
-            save_file(tensors, str(tmp))
-            make_readable(tmp)
-            os.replace(tmp, shard)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_whole(shard, lambda tmp: save_file(tensors, str(tmp)))
         self._new_keys, self._new_logits = [], []
 
 
