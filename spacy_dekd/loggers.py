@@ -1,18 +1,28 @@
 """`spacy-dekd.ProgressLogger.v1`: spaCy's console table, and between two
 evaluations a line now and then with the step, the time a step takes and
-the time left at most.
+the time left.
 
 A transformer teacher on a CPU takes seconds a step, and spaCy's console
 logger prints nothing between evaluations (its progress bar is off outside
 a terminal), so a long first evaluation interval looks like a hang.
+
+A step's time is the median of the last steps': the pauses between two
+steps (an evaluation, a query round in which the teacher answers thousands
+of texts and prints its own progress) would otherwise count as steps, and a
+first round could make a half-hour run look like ten hours.
 """
+import statistics
 import sys
 import time
+from collections import deque
 from typing import IO, Any, Callable, Dict, Optional, Tuple
 
 from spacy.training.loggers import console_logger_v3
 from spacy.util import registry
 from wasabi import Printer
+
+
+STEPS_TIMED = 64  # the last steps whose median is a step's time
 
 
 @registry.loggers("spacy-dekd.ProgressLogger.v1")
@@ -35,24 +45,27 @@ def progress_logger_v1(
         log_table, finalize = console(nlp, stdout=stdout, stderr=stderr)
         max_steps = nlp.config["training"]["max_steps"]
         msg = Printer(no_print=True)
-        # Steps are timed from the last evaluation on, without it.
+        # Each step's time, from the end of the one before (or of the last evaluation).
+        durations: deque = deque(maxlen=STEPS_TIMED)
         since = last = time.perf_counter()
-        step = since_step = 0
+        step = 0
 
         def log_step(info: Optional[Dict[str, Any]]) -> None:
-            nonlocal since, since_step, last, step
+            nonlocal since, last, step
             if info is not None:
                 log_table(info)
-                step = since_step = info["step"]
+                step = info["step"]
                 since = last = time.perf_counter()
                 return
             step += 1
             now = time.perf_counter()
-            if not console_output or interval <= 0 or now - last < interval or step == since_step:
+            durations.append(now - since)
+            since = now
+            if not console_output or interval <= 0 or now - last < interval:
                 return
             last = now
-            per_step = (now - since) / (step - since_step)
-            left = f", at most {_minutes(per_step * (max_steps - step))} to go" if max_steps else ""
+            per_step = statistics.median(durations)
+            left = f", about {_minutes(per_step * (max_steps - step))} to go besides query rounds" if max_steps else ""
             stdout.write(msg.text(f"step {step}{f' of {max_steps}' if max_steps else ''}: {per_step:.1f} s a step{left}") + "\n")
             stdout.flush()
 

@@ -248,10 +248,14 @@ def test_progress_logger_prints_steps_and_time_left(capsys):
     log_step({"epoch": 0, "step": 0, "score": 0.0, "other_scores": {"cats_score": 0.0}, "losses": {}})
     log_step(None)
     log_step(None)
+    time.sleep(1.0)  # a query round between two steps
+    log_step(None)
     finalize()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
-    assert lines[0].startswith("step 1 of 10: ") and "s a step, at most" in lines[0]
+    assert lines[0].startswith("step 1 of 10: ") and "s a step, about" in lines[0] and lines[0].endswith("to go besides query rounds")
     assert lines[1].startswith("step 2 of 10: ")
+    # The pause is one step's time among three, not the pace: the median.
+    assert lines[2].startswith("step 3 of 10: 0.0 s a step, about 0 s to go")
 
 
 def test_evaluate_prints_a_table_with_the_majority_class_and_skips_a_missing_optional(models, toy_data, tmp_path):
