@@ -13,6 +13,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
+from spacy.training.corpus import walk_corpus
 from spacy.util import registry
 
 from .files import not_utf8
@@ -203,9 +204,17 @@ def load_rows(path: str, split: str = "train") -> Any:
 
 def read_texts(path: Union[str, Path], text_field: str = "text") -> List[str]:
     """The texts of a file: a `.txt` file a text a line (blank lines left
-    out), a `.spacy` DocBin, or a csv/tsv/json(l)/parquet file's text field.
+    out), a `.spacy` DocBin, or a csv/tsv/json(l)/parquet file's text field;
+    or of a folder's `.txt` files, found as spaCy's `PlainTextCorpus` finds
+    them (`walk_corpus`, sorted), so a folder `spacy distill` reads as its
+    unlabelled text reads the same here.
     """
     path = Path(path)
+    if path.is_dir():
+        files = walk_corpus(path, ".txt")
+        if not files:
+            raise ValueError(f"Cannot read '{path}': the folder holds no .txt files.")
+        return [text for file in files for text in read_texts(file)]
     if path.suffix == ".txt":
         check_text_file(path)
         with open(path, encoding="utf8") as f:

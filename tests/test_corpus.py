@@ -156,3 +156,18 @@ def test_a_local_file_never_touches_the_network(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "1 []"
+
+
+def test_read_texts_reads_a_folder_as_spacy_distill_reads_unlabelled_text(tmp_path):
+    from spacy_dekd.corpus import read_texts
+
+    folder = tmp_path / "more_text"
+    (folder / "part").mkdir(parents=True)
+    (folder / "b.txt").write_text("second file\n\nits other line\n", encoding="utf8")
+    (folder / "part" / "a.txt").write_text("a nested file\n", encoding="utf8")
+    (folder / "notes.md").write_text("not text to read\n", encoding="utf8")
+    expected = [eg.text for eg in spacy.training.PlainTextCorpus(folder)(spacy.blank("en"))]
+    assert read_texts(folder) == expected and sorted(expected) == ["a nested file", "its other line", "second file"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no .txt files"):
+        read_texts(tmp_path / "empty")
