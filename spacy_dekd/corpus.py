@@ -6,6 +6,7 @@ file. `spacy-dekd.DocBinCorpus.v1` reads `.spacy` files and keeps
 `doc._.text_pair` on the predicted docs, which spaCy's `Corpus.v1` drops.
 """
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -211,7 +212,9 @@ def read_texts(path: Union[str, Path], text_field: str = "text") -> List[str]:
     """
     path = Path(path)
     if path.is_dir():
-        files = walk_corpus(path, ".txt")
+        with warnings.catch_warnings():  # spaCy's W090 for none: the error below says it in one line
+            warnings.simplefilter("ignore")
+            files = walk_corpus(path, ".txt")
         if not files:
             raise ValueError(f"Cannot read '{path}': the folder holds no .txt files.")
         return [text for file in files for text in read_texts(file)]
