@@ -23,9 +23,8 @@ Logits alone: hidden states (layer alignment) and Monte Carlo uncertainty
 stored answer counts against the teacher budget as any answer does (the budget
 is what the student may learn from); `teacher_forward_passes` counts the ones
 run. Stored answers were computed in other batches than this run's, so a run
-with a store matches one without to float rounding, not bit for bit; a
-resumed run matches the uninterrupted one bit for bit while no other run adds
-to the folder.
+with a store matches one without to float rounding, not bit for bit. A
+resumed run reads its own answers from its checkpoint, as without a store.
 """
 import hashlib
 import json
