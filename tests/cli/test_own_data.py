@@ -206,7 +206,8 @@ def test_ctrl_c_stops_train_teacher_in_one_line(bert_dir, toy_data, tmp_path):
     """Ctrl-C while spacy train runs: no traceback (of the script or of
     spacy train), exit 130, no OUTPUT.partial, no spacy train left running."""
     out = tmp_path / "teacher"
-    args = teacher_args(bert_dir, toy_data["train"], toy_data["dev"], "--epochs", "50", "--training.batcher.size", "4")
+    # Far more steps than the test waits for: the run must still be going when Ctrl-C comes.
+    args = teacher_args(bert_dir, toy_data["train"], toy_data["dev"], "--epochs", "2000", "--training.batcher.size", "4")
     args[1] = out
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train_teacher.py"), *map(str, args)],
@@ -216,8 +217,9 @@ def test_ctrl_c_stops_train_teacher_in_one_line(bert_dir, toy_data, tmp_path):
         if line.startswith("ℹ Teacher:"):
             break
     deadline = time.monotonic() + 120
-    while not (tmp_path / "teacher.partial").exists() and time.monotonic() < deadline:
+    while not (tmp_path / "teacher.partial").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)  # spacy train has begun writing
+    assert proc.poll() is None, f"train_teacher.py ended (exit {proc.returncode}) before Ctrl-C: {proc.stderr.read()[-2000:]}"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
