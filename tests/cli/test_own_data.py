@@ -212,6 +212,8 @@ def test_ctrl_c_stops_train_teacher_in_one_line(bert_dir, toy_data, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train_teacher.py"), *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As a terminal starts it: tests run as a background job inherit SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in proc.stdout:
         if line.startswith("ℹ Teacher:"):
