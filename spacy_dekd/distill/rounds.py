@@ -20,7 +20,10 @@ batches take what Algorithm 1 can ask of the teacher (`labelled_need`); the
 rounds share the rest evenly (round j may bring its total to ceil(P·j/R) of
 the P left for them), so that later rounds choose with a better student, and
 how a round spends its share is the selector's choice: the most uncertain
-texts for entropy, any for random selection and vanilla KD.
+texts for entropy, any for random selection and vanilla KD. A budget that
+covers every text of the pool (P at least the pool's size) leaves nothing to
+choose, so it is not paced: the first round may spend all of it, and the
+student learns from every answer for every epoch after the first.
 
 Everything here depends on counts alone, not on what the student predicts, so
 a run knows its number of steps before it starts.
@@ -134,9 +137,14 @@ class QueryRounds:
         return j if 0 <= j < self.n_rounds else None
 
     def allowance(self, round_index: int, spent: int) -> Optional[int]:
-        """Teacher answers round j may give, having given `spent` before."""
+        """Teacher answers round j may give, having given `spent` before:
+        an even share of the budget, or all that is left of a budget that
+        covers the whole pool.
+        """
         if self.pool_budget is None:
             return None
+        if self.pool_budget >= self.n_examples - self.first_id:
+            return self.pool_budget - spent
         share = math.ceil(self.pool_budget * (round_index + 1) / self.n_rounds)
         return max(0, min(self.pool_budget, share) - spent)
 

@@ -26,14 +26,25 @@ def objective(selector, router):
 
 
 def test_rounds_share_the_budget_evenly_and_carry_over_what_is_left():
-    rounds = QueryRounds.create(n_labelled=10, n_unlabelled=90, n_epochs=3, pool_budget=100)
+    rounds = QueryRounds.create(n_labelled=10, n_unlabelled=90, n_epochs=3, pool_budget=80)
     assert (rounds.first_epoch, rounds.n_rounds) == (1, 2)  # epoch 0 learns from the labelled examples
     assert [rounds.round_of(e) for e in range(3)] == [None, 0, 1]
-    assert rounds.allowance(0, spent=0) == 50
-    assert rounds.allowance(1, spent=50) == 50
-    assert rounds.allowance(1, spent=30) == 70  # a round that spent less leaves it to the next
+    assert rounds.allowance(0, spent=0) == 40
+    assert rounds.allowance(1, spent=40) == 40
+    assert rounds.allowance(1, spent=30) == 50  # a round that spent less leaves it to the next
     assert QueryRounds.create(0, 90, 3, 10).first_epoch == 0  # no labelled examples: start at once
     assert QueryRounds.create(10, 90, 1, 10).first_epoch == 0  # one epoch: its only chance
+
+
+def test_a_budget_that_covers_the_pool_is_spent_in_the_first_round():
+    # Nothing to choose: every text is answered, so no round holds its answers back.
+    rounds = QueryRounds.create(n_labelled=10, n_unlabelled=90, n_epochs=4, pool_budget=90)
+    assert rounds.allowance(0, spent=0) == 90
+    assert rounds.allowance(1, spent=90) == 0
+    kd = objective(make_all_selector_v1(), make_teacher_only_router_v1())
+    assert rounds.planned_sizes(kd, 4) == [0, 90, 90, 90]
+    # One answer short of the pool: paced as before.
+    assert QueryRounds.create(10, 90, 4, pool_budget=89).planned_sizes(kd, 4) == [0, 30, 60, 89]
 
 
 @pytest.mark.parametrize("allowance,split,expected", [
