@@ -21,9 +21,10 @@ rounds share the rest evenly (round j may bring its total to ceil(P·j/R) of
 the P left for them), so that later rounds choose with a better student, and
 how a round spends its share is the selector's choice: the most uncertain
 texts for entropy, any for random selection and vanilla KD. A budget that
-covers every text of the pool (P at least the pool's size) leaves nothing to
+covers every text of the pool (P at least the pool's size) leaves no text to
 choose, so it is not paced: the first round may spend all of it, and the
-student learns from every answer for every epoch after the first.
+student learns from every answer for every epoch after the first (a router
+that splits then splits the whole pool by the first round's student).
 
 Everything here depends on counts alone, not on what the student predicts, so
 a run knows its number of steps before it starts.
